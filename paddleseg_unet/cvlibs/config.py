@@ -1,0 +1,433 @@
+"""YAML configs with ``_base_`` inheritance, command-line overrides and validation.
+
+Semantics (PaddleSeg's): ``_base_`` (a path or a list, relative to the file) is loaded
+first and the file is merged over it; dicts merge recursively and the child wins; lists
+are replaced whole; a dict holding ``_inherited_: False`` replaces the base's dict.
+
+Every leaf remembers the file that set it, so an error can say which file to edit.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import os
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import yaml
+
+from paddleseg_unet.cvlibs.registry import (DATASETS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS,
+                                            TRANSFORMS, Registry)
+
+BASE_KEY = "_base_"
+INHERIT_KEY = "_inherited_"
+
+# Top-level keys a config may hold, and the type each must have.
+SECTION_TYPES: Dict[str, Tuple[type, ...]] = {
+    "batch_size": (int,),
+    "iters": (int,),
+    "model": (dict,),
+    "train_dataset": (dict,),
+    "val_dataset": (dict,),
+    "test_dataset": (dict,),
+    "loss": (dict,),
+    "optimizer": (dict,),
+    "lr_scheduler": (dict,),
+    "test_config": (dict,),
+    "train_config": (dict,),
+    "export": (dict,),
+}
+
+# What each purpose needs before anything runs.
+REQUIRED_SECTIONS: Dict[str, Tuple[str, ...]] = {
+    "model": ("model",),
+    "train": ("model", "train_dataset", "batch_size", "iters", "loss", "optimizer",
+              "lr_scheduler"),
+    "val": ("model", "val_dataset"),
+}
+
+# The registry that builds each top-level component section.
+SECTION_REGISTRIES: Dict[str, Registry] = {
+    "model": MODELS,
+    "train_dataset": DATASETS,
+    "val_dataset": DATASETS,
+    "test_dataset": DATASETS,
+    "optimizer": OPTIMIZERS,
+    "lr_scheduler": LR_SCHEDULERS,
+}
+ALL_REGISTRIES = (MODELS, LOSSES, DATASETS, TRANSFORMS, OPTIMIZERS, LR_SCHEDULERS)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _read_yaml(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ConfigError(f"Config file not found: {path}")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: invalid YAML{line}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, "
+                          f"got {type(data).__name__}")
+    return data
+
+
+def _merge(base: Dict[str, Any], child: Dict[str, Any], origins: Dict[str, str],
+           child_origins: Dict[str, str]) -> Dict[str, Any]:
+    """Merge ``child`` over ``base`` (both left untouched). ``origins`` (of base) is updated
+    in place: values the child replaces lose their old origin, the child's are added."""
+    merged = _merge_values(base, child, origins, "")
+    origins.update(child_origins)
+    return merged
+
+
+def _merge_values(base: Dict[str, Any], child: Dict[str, Any], origins: Dict[str, str],
+                  prefix: str) -> Dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in child.items():
+        dotted = f"{prefix}{key}"
+        if (isinstance(value, dict) and isinstance(merged.get(key), dict)
+                and value.get(INHERIT_KEY, True) is not False):
+            merged[key] = _merge_values(merged[key], value, origins, dotted + ".")
+            continue
+        # Replacing a value whole: forget where the base's value and its children came from.
+        for stale in [k for k in origins if k == dotted or k.startswith(dotted + ".")]:
+            del origins[stale]
+        merged[key] = _strip_inherit(copy.deepcopy(value))
+    return merged
+
+
+def _strip_inherit(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_inherit(v) for k, v in value.items() if k != INHERIT_KEY}
+    if isinstance(value, list):
+        return [_strip_inherit(v) for v in value]
+    return value
+
+
+def _leaf_origins(data: Dict[str, Any], path: str, prefix: str = "") -> Dict[str, str]:
+    origins: Dict[str, str] = {}
+    for key, value in data.items():
+        if key in (BASE_KEY, INHERIT_KEY):
+            continue
+        dotted = f"{prefix}{key}"
+        origins[dotted] = path
+        if isinstance(value, dict):
+            origins.update(_leaf_origins(value, path, dotted + "."))
+    return origins
+
+
+def _load_tree(path: str, chain: Tuple[str, ...] = ()) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    path = os.path.normpath(os.path.abspath(path))
+    if path in chain:
+        cycle = " -> ".join(os.path.basename(p) for p in chain + (path,))
+        raise ConfigError(f"{chain[-1]}: _base_ files include each other in a cycle: {cycle}")
+    data = _read_yaml(path)
+    bases = data.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a path or a list of paths, got {bases!r}")
+    merged: Dict[str, Any] = {}
+    origins: Dict[str, str] = {}
+    for base in bases:
+        base_path = os.path.join(os.path.dirname(path), base)
+        if not os.path.isfile(base_path):
+            raise ConfigError(f"{path}: {BASE_KEY} file {base!r} not found "
+                              f"(looked for {os.path.normpath(base_path)})")
+        base_data, base_origins = _load_tree(base_path, chain + (path,))
+        merged = _merge(merged, base_data, origins, base_origins)
+    merged = _merge(merged, data, origins, _leaf_origins(data, path))
+    return merged, origins
+
+
+# ----------------------------------------------------------------------------- the object
+
+class Config:
+    """A resolved config: plain nested dicts plus where each value came from."""
+
+    def __init__(self, data: Dict[str, Any], path: str = "<dict>",
+                 origins: Optional[Dict[str, str]] = None) -> None:
+        self.data = data
+        self.path = path
+        self.origins = origins if origins is not None else _leaf_origins(data, path)
+
+    # -- access
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def where(self, dotted_key: str) -> str:
+        """'file: key' for messages: the file that set the key (or the nearest parent)."""
+        key = dotted_key
+        while key and key not in self.origins:
+            key = key.rpartition(".")[0]
+        return f"{self.origins.get(key, self.path)}: {dotted_key}"
+
+    @property
+    def batch_size(self) -> int:
+        return self.data["batch_size"]
+
+    @property
+    def iters(self) -> int:
+        return self.data["iters"]
+
+    @property
+    def test_config(self) -> Dict[str, Any]:
+        return dict(self.data.get("test_config") or {})
+
+    @property
+    def train_config(self) -> Dict[str, Any]:
+        return dict(self.data.get("train_config") or {})
+
+    # -- overrides
+    def set_dotted(self, dotted_key: str, value: Any, source: str = "--opts") -> None:
+        """Set ``a.b.0.c`` to ``value``. The key must exist, or be an argument that the
+        component it lands in accepts (so ``model.base_channels=16`` works, ``model.nmu=2``
+        does not)."""
+        parts = dotted_key.split(".")
+        node: Any = self.data
+        for i, part in enumerate(parts[:-1]):
+            node = _step(node, part, ".".join(parts[: i + 1]), source)
+        leaf = parts[-1]
+        if isinstance(node, list):
+            index = _list_index(node, leaf, dotted_key, source)
+            node[index] = value
+        elif isinstance(node, dict):
+            if leaf not in node and not _component_accepts(node, leaf):
+                close = difflib.get_close_matches(leaf, list(node), n=1)
+                hint = f" Did you mean {'.'.join(parts[:-1] + close)}?" if close else ""
+                raise ConfigError(f"{source} {dotted_key}={value!r}: {self.path} has no key "
+                                  f"{dotted_key!r}.{hint}")
+            node[leaf] = value
+        else:
+            raise ConfigError(f"{source} {dotted_key}: {'.'.join(parts[:-1])} is a "
+                              f"{type(node).__name__}, not a mapping or list")
+        self.origins[dotted_key] = source
+
+    def apply_overrides(self, batch_size: Optional[int] = None, iters: Optional[int] = None,
+                        learning_rate: Optional[float] = None,
+                        opts: Optional[Sequence[str]] = None) -> "Config":
+        if batch_size is not None:
+            self.data["batch_size"] = batch_size
+            self.origins["batch_size"] = "--batch_size"
+        if iters is not None:
+            self.data["iters"] = iters
+            self.origins["iters"] = "--iters"
+        if learning_rate is not None:
+            if not isinstance(self.data.get("lr_scheduler"), dict):
+                raise ConfigError(f"--learning_rate: {self.path} has no lr_scheduler section "
+                                  f"to set learning_rate in")
+            self.data["lr_scheduler"]["learning_rate"] = learning_rate
+            self.origins["lr_scheduler.learning_rate"] = "--learning_rate"
+        for opt in opts or []:
+            key, sep, raw = opt.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--opts {opt!r}: expected key=value, e.g. "
+                                  f"train_dataset.dataset_root=data/DRIVE")
+            self.set_dotted(key.strip(), parse_value(raw.strip()))
+        return self
+
+    # -- validation
+    def validate(self, purpose: str = "model") -> "Config":
+        """Check section presence and types for ``purpose`` ('model', 'train', 'val');
+        every problem is gathered into one ConfigError."""
+        problems: List[str] = []
+        for key in self.data:
+            if key not in SECTION_TYPES:
+                close = difflib.get_close_matches(key, list(SECTION_TYPES), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{self.where(key)}: unknown top-level key{hint}; allowed: "
+                                f"{', '.join(SECTION_TYPES)}")
+        for key in REQUIRED_SECTIONS[purpose]:
+            if self.data.get(key) is None:
+                problems.append(f"{self.path}: missing required section {key!r} "
+                                f"(needed to {purpose})")
+        for key, types in SECTION_TYPES.items():
+            value = self.data.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, types) or isinstance(value, bool):
+                problems.append(f"{self.where(key)}: must be {_type_names(types)}, "
+                                f"got {type(value).__name__} {value!r}")
+            elif types == (int,) and value <= 0:
+                problems.append(f"{self.where(key)}: must be a positive integer, got {value}")
+        problems += self._check_components()
+        problems += self._check_loss()
+        problems += self._check_num_classes()
+        if problems:
+            raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
+        return self
+
+    def _check_components(self) -> List[str]:
+        problems = []
+        for key in SECTION_REGISTRIES:
+            section = self.data.get(key)
+            if isinstance(section, dict) and not isinstance(section.get("type"), str):
+                problems.append(f"{self.where(key)}: needs a 'type' naming the component")
+        for key in ("train_dataset", "val_dataset", "test_dataset"):
+            section = self.data.get(key)
+            if not isinstance(section, dict) or "transforms" not in section:
+                continue
+            transforms = section["transforms"]
+            if not isinstance(transforms, list):
+                problems.append(f"{self.where(key + '.transforms')}: must be a list, "
+                                f"got {type(transforms).__name__}")
+                continue
+            for i, t in enumerate(transforms):
+                if not (isinstance(t, dict) and isinstance(t.get("type"), str)):
+                    problems.append(f"{self.where(key + '.transforms')}[{i}]: each transform "
+                                    f"needs a 'type', got {t!r}")
+        return problems
+
+    def _check_loss(self) -> List[str]:
+        loss = self.data.get("loss")
+        if not isinstance(loss, dict):
+            return []
+        types, coef = loss.get("types"), loss.get("coef")
+        problems = []
+        if not isinstance(types, list) or not types or not all(
+                isinstance(t, dict) and isinstance(t.get("type"), str) for t in types):
+            problems.append(f"{self.where('loss.types')}: must be a non-empty list of "
+                            f"mappings with a 'type'")
+        if not isinstance(coef, list) or not all(
+                isinstance(c, (int, float)) and not isinstance(c, bool) for c in coef):
+            problems.append(f"{self.where('loss.coef')}: must be a list of numbers")
+        elif isinstance(types, list) and len(coef) != len(types):
+            problems.append(f"{self.where('loss.coef')}: has {len(coef)} values for "
+                            f"{len(types)} loss types")
+        return problems
+
+    def _check_num_classes(self) -> List[str]:
+        model = self.data.get("model")
+        if not isinstance(model, dict) or "num_classes" not in model:
+            return []
+        model_k = model["num_classes"]
+        if not isinstance(model_k, int) or isinstance(model_k, bool) or model_k < 1:
+            return [f"{self.where('model.num_classes')}: must be a positive integer, "
+                    f"got {model_k!r}"]
+        problems = []
+        for key in ("train_dataset", "val_dataset", "test_dataset"):
+            dataset_k = dataset_num_classes(self.data.get(key))
+            if dataset_k is not None and dataset_k != model_k:
+                problems.append(f"{self.where('model.num_classes')}: model has {model_k} "
+                                f"classes but {key} ({self.data[key]['type']}, "
+                                f"{self.where(key)}) has {dataset_k}")
+        return problems
+
+    # -- output
+    def to_dict(self) -> Dict[str, Any]:
+        return copy.deepcopy(self.data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.data, sort_keys=False, default_flow_style=None)
+
+    def dump(self, path: str) -> None:
+        """Write the resolved config (no ``_base_``) atomically."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(f"# resolved from {self.path}\n")
+            f.write(self.to_yaml())
+        os.replace(tmp, path)
+
+    def __repr__(self) -> str:
+        return f"Config({self.path!r})"
+
+
+def dataset_num_classes(section: Any) -> Optional[int]:
+    """The class count a dataset section implies: its own ``num_classes``, else the fixed
+    ``NUM_CLASSES`` of the registered dataset class, else None (unknown yet)."""
+    if not isinstance(section, dict):
+        return None
+    if isinstance(section.get("num_classes"), int):
+        return section["num_classes"]
+    type_name = section.get("type")
+    if isinstance(type_name, str) and type_name in DATASETS:
+        return getattr(DATASETS.get(type_name), "NUM_CLASSES", None)
+    return None
+
+
+def _type_names(types: Iterable[type]) -> str:
+    names = {int: "an integer", dict: "a mapping", list: "a list", str: "a string",
+             float: "a number"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _step(node: Any, part: str, dotted: str, source: str) -> Any:
+    if isinstance(node, dict):
+        if part not in node:
+            close = difflib.get_close_matches(part, list(node), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{source} {dotted}: no such key in the config.{hint}")
+        return node[part]
+    if isinstance(node, list):
+        return node[_list_index(node, part, dotted, source)]
+    raise ConfigError(f"{source} {dotted}: cannot descend into a {type(node).__name__}")
+
+
+def _list_index(node: List[Any], part: str, dotted: str, source: str) -> int:
+    try:
+        index = int(part)
+        node[index]
+    except (ValueError, IndexError):
+        raise ConfigError(f"{source} {dotted}: {part!r} is not an index of a list of "
+                          f"{len(node)} items") from None
+    return index
+
+
+def _component_accepts(node: Dict[str, Any], argument: str) -> bool:
+    """Whether the registered component ``node['type']`` takes ``argument``."""
+    import inspect
+
+    type_name = node.get("type")
+    for registry in ALL_REGISTRIES:
+        if isinstance(type_name, str) and type_name in registry:
+            try:
+                params = inspect.signature(registry.get(type_name)).parameters
+            except (TypeError, ValueError):
+                return False
+            return argument in params
+    return False
+
+
+def parse_value(raw: str) -> Any:
+    """A command-line value as a Python literal (``4``, ``[64, 64]``, ``True``, ``None``);
+    anything that is not a literal stays a string (``data/DRIVE``). YAML spellings
+    ``true/false/null`` are accepted too."""
+    lowered = {"true": True, "false": False, "null": None, "none": None}
+    if raw.lower() in lowered:
+        return lowered[raw.lower()]
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def load_config(path: str, batch_size: Optional[int] = None, iters: Optional[int] = None,
+                learning_rate: Optional[float] = None, opts: Optional[Sequence[str]] = None,
+                purpose: Optional[str] = "model") -> Config:
+    """Load ``path`` with its bases, apply command-line overrides, then validate for
+    ``purpose`` (None skips validation)."""
+    data, origins = _load_tree(path)
+    config = Config(data, os.path.normpath(path), origins)
+    config.apply_overrides(batch_size, iters, learning_rate, opts)
+    if purpose is not None:
+        config.validate(purpose)
+    return config
