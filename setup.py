@@ -1,0 +1,31 @@
+from setuptools import find_packages, setup
+
+with open("README.md", encoding="utf-8") as f:
+    long_description = f.read()
+
+setup(
+    name="paddleseg_unet",
+    version="0.1.0",
+    description="UNet semantic segmentation on PaddlePaddle: train, evaluate and deploy, "
+                "compatible with PaddleSeg's configs and weights",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["paddleseg_unet", "paddleseg_unet.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "numpy>=1.23",
+        "opencv-python-headless>=4.7",
+        "pyyaml>=5.4",
+        "visualdl>=2.5",
+        "tqdm>=4.60",
+        # Reads the GIF, TIFF and PPM files the official retina archives ship (converters only).
+        "Pillow>=9.0",
+    ],
+    extras_require={
+        "cpu": ["paddlepaddle>=3.0,<4"],
+        "gpu": ["paddlepaddle-gpu>=3.0,<4"],
+        # scikit-learn is the independent reference for AUC-ROC and Kappa in the tests.
+        "test": ["pytest>=7", "scikit-learn>=1.2"],
+    },
+    entry_points={},
+)

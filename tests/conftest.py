@@ -1,0 +1,12 @@
+import os
+import tempfile
+
+# Paddle uses one thread unless told; the tests run on small inputs where two are plenty.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Never touch the user's real cache from a test.
+os.environ.setdefault("PADDLESEG_UNET_HOME",
+                      os.path.join(tempfile.gettempdir(), "paddleseg_unet_test_home"))
+
+SHARED_DATA = os.environ.get(
+    "PADDLESEG_UNET_SHARED_DATA",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
