@@ -1,0 +1,201 @@
+"""UNet with PaddleSeg's layer names, so its published ``.pdparams`` load key for key.
+
+Layout (widths for ``base_channels`` b = 64, the PaddleSeg model):
+
+* ``encode.double_conv``: two conv-BN-ReLU blocks, in_channels -> b -> b.
+* ``encode.down_sample_list.{0..3}``: MaxPool 2x2/2 (index 0, no weights), then two blocks:
+  b -> 2b, 2b -> 4b, 4b -> 8b, 8b -> 8b. The map entering each one is kept as a skip.
+* ``decode.up_sample_list.{0..3}``: upsample to the skip's exact size (bilinear, or a
+  2x2/2 transposed conv with ``use_deconv``), concatenate ``[upsampled, skip]``, two blocks.
+* Head: one 3x3 conv registered as both ``cls`` and ``conv`` (PaddleSeg keeps the alias, so
+  its state dicts carry both key sets).
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from paddleseg_unet.cvlibs.registry import MODELS
+from paddleseg_unet.utils.weights import load_weights
+
+# Four 2x2 poolings: smaller inputs would pool down to an empty map.
+MIN_INPUT_SIZE = 16
+
+
+def _conv_weight_attr(in_channels: int, kernel_size: int) -> paddle.ParamAttr:
+    """He-style Normal(0, sqrt(2 / fan_in)), the Paddle Conv2D default PaddleSeg relies on."""
+    std = math.sqrt(2.0 / (kernel_size * kernel_size * in_channels))
+    return paddle.ParamAttr(initializer=nn.initializer.Normal(mean=0.0, std=std))
+
+
+def _zero_bias_attr() -> paddle.ParamAttr:
+    return paddle.ParamAttr(initializer=nn.initializer.Constant(0.0))
+
+
+def _conv3x3(in_channels: int, out_channels: int) -> nn.Conv2D:
+    return nn.Conv2D(in_channels, out_channels, kernel_size=3, stride=1, padding=1,
+                     weight_attr=_conv_weight_attr(in_channels, 3),
+                     bias_attr=_zero_bias_attr())
+
+
+class ConvBNReLU(nn.Layer):
+    """3x3 conv (with bias) -> BatchNorm -> ReLU; keys ``_conv.*`` and ``_batch_norm.*``."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self._conv = _conv3x3(in_channels, out_channels)
+        self._batch_norm = nn.BatchNorm2D(
+            out_channels, momentum=0.9, epsilon=1e-5,
+            weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(1.0)),
+            bias_attr=_zero_bias_attr())
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return F.relu(self._batch_norm(self._conv(x)))
+
+
+def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(ConvBNReLU(in_channels, out_channels),
+                         ConvBNReLU(out_channels, out_channels))
+
+
+class Encoder(nn.Layer):
+    """Returns the bottleneck map and the skips, shallowest first."""
+
+    def __init__(self, in_channels: int, widths: Sequence[int]) -> None:
+        super().__init__()
+        self.double_conv = _double_conv(in_channels, widths[0])
+        # Last step keeps the width (8b -> 8b), as in PaddleSeg.
+        steps = list(zip(widths, list(widths[1:]) + [widths[-1]]))
+        self.down_sample_list = nn.LayerList([
+            nn.Sequential(nn.MaxPool2D(kernel_size=2, stride=2),
+                          ConvBNReLU(cin, cout), ConvBNReLU(cout, cout))
+            for cin, cout in steps
+        ])
+
+    def forward(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, List[paddle.Tensor]]:
+        x = self.double_conv(x)
+        skips = []
+        for down in self.down_sample_list:
+            skips.append(x)
+            x = down(x)
+        return x, skips
+
+
+class UpSampling(nn.Layer):
+    """Upsample ``x`` to ``skip``'s size, concatenate ``[x, skip]``, apply two blocks.
+
+    ``in_channels`` is the channel count of both ``x`` and ``skip`` (equal in UNet).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, align_corners: bool,
+                 use_deconv: bool) -> None:
+        super().__init__()
+        self.align_corners = align_corners
+        self.use_deconv = use_deconv
+        if use_deconv:
+            # Weight init left at Paddle's transposed-conv default, as PaddleSeg does.
+            self.deconv = nn.Conv2DTranspose(in_channels, out_channels // 2, kernel_size=2,
+                                             stride=2, padding=0)
+            concat_channels = in_channels + out_channels // 2
+        else:
+            concat_channels = 2 * in_channels
+        self.double_conv = _double_conv(concat_channels, out_channels)
+
+    def forward(self, x: paddle.Tensor, skip: paddle.Tensor) -> paddle.Tensor:
+        if self.use_deconv:
+            x = self.deconv(x)
+            # An odd-sized skip (pooling floored it) is one pixel larger than 2x; match it.
+            if tuple(x.shape[2:]) != tuple(skip.shape[2:]):
+                x = self._resize_to(x, skip)
+        else:
+            x = self._resize_to(x, skip)
+        return self.double_conv(paddle.concat([x, skip], axis=1))
+
+    def _resize_to(self, x: paddle.Tensor, ref: paddle.Tensor) -> paddle.Tensor:
+        # paddle.shape (a tensor) keeps exported static graphs valid for any input size.
+        return F.interpolate(x, paddle.shape(ref)[2:], mode="bilinear",
+                             align_corners=self.align_corners)
+
+
+class Decoder(nn.Layer):
+    def __init__(self, widths: Sequence[int], align_corners: bool, use_deconv: bool) -> None:
+        super().__init__()
+        b = widths[0]
+        # (channels of x and skip, output channels), deepest step first.
+        steps = [(widths[3], widths[2]), (widths[2], widths[1]), (widths[1], b), (b, b)]
+        self.up_sample_list = nn.LayerList([
+            UpSampling(cin, cout, align_corners, use_deconv) for cin, cout in steps
+        ])
+
+    def forward(self, x: paddle.Tensor, skips: List[paddle.Tensor]) -> paddle.Tensor:
+        for up, skip in zip(self.up_sample_list, reversed(skips)):
+            x = up(x, skip)
+        return x
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"UNet: {name} must be a positive integer, got {value!r}")
+    return value
+
+
+@MODELS.register()
+class UNet(nn.Layer):
+    """U-Net (Ronneberger et al. 2015) laid out exactly like PaddleSeg's ``UNet``.
+
+    Args:
+        num_classes: number of output channels (classes).
+        in_channels: input image channels.
+        align_corners: ``align_corners`` of the bilinear upsampling.
+        use_deconv: upsample with 2x2 transposed convs instead of bilinear resizing.
+        pretrained: weights to load after building: a ``.pdparams`` path, an http(s) URL
+            or a model-zoo name (see ``paddleseg_unet.utils.weights.MODEL_ZOO``). Loaded
+            leniently: keys whose shape differs (e.g. another class count) are skipped.
+        base_channels: width of the first stage; all widths scale with it (64 = PaddleSeg).
+
+    ``forward`` returns a list holding one ``[N, num_classes, H, W]`` logit map.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3, align_corners: bool = False,
+                 use_deconv: bool = False, pretrained: Optional[str] = None,
+                 base_channels: int = 64) -> None:
+        super().__init__()
+        self.num_classes = _check_positive_int("num_classes", num_classes)
+        self.in_channels = _check_positive_int("in_channels", in_channels)
+        b = _check_positive_int("base_channels", base_channels)
+        if use_deconv and b < 2:
+            raise ValueError("UNet: use_deconv needs base_channels >= 2 (the last transposed "
+                             f"conv has base_channels // 2 outputs), got {b}")
+        self.align_corners = bool(align_corners)
+        self.use_deconv = bool(use_deconv)
+        widths = [b, 2 * b, 4 * b, 8 * b]
+        self.encode = Encoder(in_channels, widths)
+        self.decode = Decoder(widths, self.align_corners, self.use_deconv)
+        # One layer under two names: PaddleSeg's checkpoints hold both cls.* and conv.*.
+        self.cls = self.conv = _conv3x3(b, num_classes)
+        self.pretrained = pretrained
+        if pretrained:
+            load_weights(self, pretrained, strict=False)
+
+    def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
+        self._check_input(x)
+        x, skips = self.encode(x)
+        x = self.decode(x, skips)
+        return [self.cls(x)]
+
+    def _check_input(self, x: paddle.Tensor) -> None:
+        shape = list(x.shape)
+        if len(shape) != 4:
+            raise ValueError(f"UNet expects an NCHW batch, got a tensor of shape {shape}")
+        # Static-graph export marks unknown sizes with -1: check only known ones.
+        if shape[1] > 0 and shape[1] != self.in_channels:
+            raise ValueError(f"UNet was built with in_channels={self.in_channels} but got "
+                             f"an input with {shape[1]} channels (shape {shape})")
+        known = [s for s in shape[2:] if s > 0]
+        if known and min(known) < MIN_INPUT_SIZE:
+            raise ValueError(f"UNet needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} "
+                             f"pixels (four 2x poolings), got {shape[2]}x{shape[3]}")
