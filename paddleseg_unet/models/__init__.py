@@ -1,4 +1,6 @@
-"""Segmentation models; importing this package registers them in ``MODELS``."""
+"""Segmentation models and their losses; importing this package registers them in
+``MODELS`` and ``LOSSES``."""
+from paddleseg_unet.models import losses  # noqa: F401
 from paddleseg_unet.models.unet import UNet
 
-__all__ = ["UNet"]
+__all__ = ["UNet", "losses"]
