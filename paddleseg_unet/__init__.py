@@ -1,2 +1,8 @@
 """paddleseg_unet: UNet semantic segmentation on PaddlePaddle, PaddleSeg-compatible."""
+import os as _os
+
 __version__ = "0.1.0"
+
+# Paddle sets OMP_NUM_THREADS=1 when it is imported and unset; remember what the user asked
+# for before that happens (utils.device reads it).
+USER_OMP_NUM_THREADS = _os.environ.get("OMP_NUM_THREADS")

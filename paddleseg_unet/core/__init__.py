@@ -1,0 +1,1 @@
+"""The engine: training loop, evaluation, inference, metrics, checkpoints, optimizers."""

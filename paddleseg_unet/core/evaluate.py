@@ -1,0 +1,179 @@
+"""Evaluate a model on a dataset: inference (whole / sliding / flip / multi-scale), mapped
+back to the label's resolution, scored by one on-device accumulator for the whole set.
+
+Multi-device (``paddle.distributed.launch``): each rank evaluates its share of the images and
+the counters are summed once at the end, so every rank ends with the single-process result.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import paddle
+
+from paddleseg_unet.core.infer import aug_inference
+from paddleseg_unet.core.metrics import SegMetricAccumulator
+from paddleseg_unet.datasets.loader import build_dataloader
+from paddleseg_unet.utils.logger import logger
+
+# Metric names as users type them (PaddleSeg's spelling) -> the accumulator's keys.
+METRIC_ALIASES = {"miou": "miou", "mdice": "mdice", "dice": "mdice", "acc": "acc",
+                  "kappa": "kappa", "auc": "auc_roc", "auc_roc": "auc_roc",
+                  "vessel_dice": "dice_fg", "dice_fg": "dice_fg"}
+
+
+class EvaluationError(Exception):
+    """An evaluation that cannot be run as asked."""
+
+
+def metric_key(name: str) -> str:
+    """The results key for a metric name such as ``mIoU``, ``Dice`` or ``AUC``."""
+    return METRIC_ALIASES.get(name.lower(), name)
+
+
+def _sample_fields(batch: Dict[str, Any], index: int) -> Dict[str, Any]:
+    """One sample's label, fov and trans_info out of a val batch."""
+    def pick(key: str) -> Any:
+        value = batch.get(key)
+        if value is None:
+            return None
+        return value[index]
+
+    return {"label": pick("label"), "fov": pick("fov"), "trans_info": pick("trans_info")}
+
+
+def _as_tensor(value: Any, dtype: str) -> paddle.Tensor:
+    if isinstance(value, paddle.Tensor):
+        return value.astype(dtype)
+    return paddle.to_tensor(np.ascontiguousarray(value), dtype=dtype)
+
+
+@paddle.no_grad()
+def evaluate(model: Any, dataset: Any, num_classes: int, *, auc_roc: bool = False,
+             use_fov: bool = False, aug_eval: bool = False, scales: Sequence[float] = (1.0,),
+             flip_horizontal: bool = False, flip_vertical: bool = False,
+             is_slide: bool = False, crop_size: Optional[Sequence[int]] = None,
+             stride: Optional[Sequence[int]] = None, slide_batch: int = 8,
+             aug_average: str = "logit", num_workers: int = 0, batch_size: int = 1,
+             ignore_index: int = 255, print_detail: bool = True,
+             progress: bool = True) -> Dict[str, Any]:
+    """Score ``model`` on ``dataset`` (mode ``val``) and return every metric.
+
+    ``model`` is a ``paddle.nn.Layer`` or any callable mapping an image batch to logits
+    (e.g. an exported-model backend).
+
+    The result holds the accumulator's metrics (``miou``, ``mdice``, ``acc``, ``kappa``,
+    per-class lists, ``auc_roc`` and ``auc_error_bound`` when asked, ``dice_fg``,
+    ``sensitivity`` and ``specificity`` for two classes) plus ``num_images``,
+    ``num_pixels``, ``scored_region`` and ``seconds``.
+    """
+    if isinstance(model, paddle.nn.Layer):
+        model.eval()
+    world_size = paddle.distributed.get_world_size()
+    rank = paddle.distributed.get_rank()
+    loader = build_dataloader(dataset, batch_size, mode="val", num_workers=num_workers,
+                              rank=rank, world_size=world_size)
+    accumulator = SegMetricAccumulator(num_classes, ignore_index=ignore_index, auc_roc=auc_roc)
+    region = "inside the field-of-view mask" if use_fov else "all pixels"
+    if rank == 0 and print_detail:
+        logger.info(f"Start evaluating (total_samples: {len(dataset)}, scoring {region}"
+                    f"{', AUC-ROC on' if auc_roc else ''})...")
+    scales = [scales] if isinstance(scales, (int, float)) else list(scales)
+    if not aug_eval:
+        scales, flip_horizontal, flip_vertical = [1.0], False, False
+    bar = _progress(len(loader), rank == 0 and progress)
+    num_images = 0
+    start = time.perf_counter()
+    for batch in loader:
+        img = batch["img"]
+        n = int(img.shape[0])
+        for i in range(n):
+            fields = _sample_fields(batch, i)
+            label = _as_tensor(fields["label"], "int64")
+            logits = aug_inference(model, img[i:i + 1], scales=scales,
+                                   flip_horizontal=flip_horizontal,
+                                   flip_vertical=flip_vertical, is_slide=is_slide,
+                                   crop_size=crop_size, stride=stride, slide_batch=slide_batch,
+                                   average=aug_average, trans_info=fields["trans_info"],
+                                   ori_shape=tuple(label.shape[-2:]))
+            mask = None
+            if use_fov:
+                if fields["fov"] is None:
+                    raise EvaluationError(
+                        f"use_fov: {type(dataset).__name__} has no field-of-view mask for "
+                        f"{batch.get('img_path', ['?'] * n)[i]}; evaluate all pixels instead "
+                        f"(drop --use_fov / test_config.use_fov)")
+                mask = _as_tensor(fields["fov"], "bool").reshape([1] + list(label.shape[-2:]))
+            accumulator.update(logits, label.reshape([1] + list(label.shape[-2:])), mask)
+        num_images += n
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    accumulator.all_reduce()
+    results = accumulator.compute()
+    counts = paddle.to_tensor([num_images], dtype="int64")
+    if world_size > 1:
+        paddle.distributed.all_reduce(counts)
+    results.update(num_images=int(counts.item()), scored_region=region,
+                   seconds=time.perf_counter() - start,
+                   confusion_matrix=accumulator.state()["confusion_matrix"].tolist())
+    if rank == 0 and print_detail:
+        log_results(results)
+    return results
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, unit="img", desc="eval", dynamic_ncols=True, leave=False)
+
+
+def log_results(results: Dict[str, Any]) -> None:
+    """PaddleSeg's summary line and per-class table."""
+    line = (f"[EVAL] #Images: {results['num_images']} mIoU: {results['miou']:.4f} "
+            f"Acc: {results['acc']:.4f} Kappa: {results['kappa']:.4f} "
+            f"Dice: {results['mdice']:.4f}")
+    if "auc_roc" in results:
+        line += f" Auc_roc: {results['auc_roc']:.4f}"
+    logger.info(line)
+    logger.info(f"[EVAL] Class IoU: \n{np.round(results['class_iou'], 4)}")
+    logger.info(f"[EVAL] Class Precision: \n{np.round(results['class_precision'], 4)}")
+    logger.info(f"[EVAL] Class Recall: \n{np.round(results['class_recall'], 4)}")
+    if "dice_fg" in results:
+        logger.info(f"[EVAL] Vessel (class 1) Dice: {results['dice_fg']:.4f} "
+                    f"Sensitivity: {results['sensitivity']:.4f} "
+                    f"Specificity: {results['specificity']:.4f}")
+    if "auc_roc" in results:
+        logger.info(f"[EVAL] AUC-ROC error bound (histogram): {results['auc_error_bound']:.2e}")
+    logger.info(f"[EVAL] Scored {results['num_pixels']} pixels ({results['scored_region']}) "
+                f"in {results['seconds']:.1f}s")
+
+
+def save_results_json(results: Dict[str, Any], path: str, flags: Dict[str, Any]) -> None:
+    """Write the results and the flags used, atomically."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, (np.floating, np.integer)):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    payload = clean(dict(results, flags=flags))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+    logger.info(f"Metrics written to {path}")

@@ -1,0 +1,101 @@
+"""Train a UNet from a config: ``python tools/train.py --config configs/unet/unet_drive_128x128_40k.yml``.
+
+Multi-device: ``python -m paddle.distributed.launch --gpus 0,1,2,3 tools/train.py ...``
+(``--batch_size`` is per device).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddleseg_unet.utils.cli import add_config_args, add_inference_args, inference_options, run_cli  # noqa: E402
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("--save_dir", default="output", help="where checkpoints and logs go")
+    parser.add_argument("--iters", type=int, default=None, help="override config iters")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="override config batch_size (per device)")
+    parser.add_argument("--learning_rate", type=float, default=None,
+                        help="override lr_scheduler.learning_rate")
+    parser.add_argument("--save_interval", type=int, default=1000,
+                        help="save (and evaluate with --do_eval) every N iterations")
+    parser.add_argument("--log_iters", type=int, default=10, help="log every N iterations")
+    parser.add_argument("--keep_checkpoint_max", type=int, default=5,
+                        help="keep only the newest N iter_* checkpoints")
+    parser.add_argument("--resume_model", default=None,
+                        help="a save_dir/iter_N folder to continue from")
+    parser.add_argument("--do_eval", action="store_true",
+                        help="evaluate at every save and keep best_model/")
+    parser.add_argument("--use_vdl", action="store_true", help="log to VisualDL (save_dir/vdl_log)")
+    parser.add_argument("--num_workers", type=int, default=0, help="data loader processes")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (CPU runs repeat exactly)")
+    parser.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16 (AMP; GPU only)")
+    parser.add_argument("--amp_level", default="O1", help="AMP level O1 or O2")
+    parser.add_argument("--early_stop_intervals", type=int, default=None,
+                        help="stop after N evaluations without improvement")
+    parser.add_argument("--ema_decay", type=float, default=None,
+                        help="evaluate an exponential moving average of the weights")
+    parser.add_argument("--best_metric", default=None,
+                        help="metric that picks best_model (default: train_config.best_metric "
+                             "or mIoU)")
+    add_inference_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    import paddle
+
+    from paddleseg_unet.core.evaluate import evaluate
+    from paddleseg_unet.core.train import Trainer, TrainOptions
+    from paddleseg_unet.cvlibs.builder import SegBuilder
+    from paddleseg_unet.cvlibs.config import load_config
+    from paddleseg_unet.utils.device import setup_device
+    from paddleseg_unet.utils.logger import setup_logger
+
+    world_size = paddle.distributed.get_world_size()
+    rank = paddle.distributed.get_rank()
+    setup_logger(os.path.join(args.save_dir, "train.log"), rank=rank)
+    cfg = load_config(args.config, batch_size=args.batch_size, iters=args.iters,
+                      learning_rate=args.learning_rate, opts=args.opts,
+                      purpose="train")
+    if args.do_eval:
+        cfg.validate("val")
+    setup_device(args.device, args.num_threads)
+    if world_size > 1:
+        paddle.distributed.init_parallel_env()
+    paddle.seed(args.seed)
+    builder = SegBuilder(cfg)
+    train_config = cfg.train_config
+    eval_options = inference_options(args, cfg.test_config)
+    eval_options["auc_roc"] = bool(cfg.test_config.get("auc_roc", False))
+    eval_options["use_fov"] = bool(cfg.test_config.get("use_fov", False))
+    options = TrainOptions(
+        iters=cfg.iters, batch_size=cfg.batch_size, save_dir=args.save_dir,
+        save_interval=args.save_interval, log_iters=args.log_iters,
+        keep_checkpoint_max=args.keep_checkpoint_max, resume_model=args.resume_model,
+        num_workers=args.num_workers, seed=args.seed, do_eval=args.do_eval,
+        use_vdl=args.use_vdl, precision=args.precision, amp_level=args.amp_level,
+        early_stop_intervals=args.early_stop_intervals or train_config.get("early_stop_intervals"),
+        ema_decay=args.ema_decay or train_config.get("ema_decay"),
+        best_metric=args.best_metric or train_config.get("best_metric", "mIoU"),
+        eval_options=eval_options)
+    model = builder.model
+    trainer = Trainer(model, builder.train_dataset, builder.loss, builder.optimizer(),
+                      builder.lr_scheduler, options,
+                      val_dataset=builder.val_dataset if args.do_eval else None,
+                      num_classes=builder.num_classes, config=cfg.to_dict(),
+                      evaluate_fn=evaluate)
+    trainer.train()
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
