@@ -1,0 +1,20 @@
+"""Datasets (registered in ``DATASETS``), image reading and data loading."""
+from paddleseg_unet.datasets.image_io import (DatasetError, DatasetNotFoundError, read_image,
+                                              read_label, read_mask)
+from paddleseg_unet.datasets.dataset import (Dataset, Record, SegDataset, build_transforms,
+                                             sample_rng)
+from paddleseg_unet.datasets.retina import CHASEDB1, DRIVE, HRF, STARE, RetinaDataset
+from paddleseg_unet.datasets.cityscapes import Cityscapes
+from paddleseg_unet.datasets.synthetic import (SyntheticVessels, generate_fundus,
+                                               generate_synthetic_vessels)
+from paddleseg_unet.datasets.loader import (DistributedInfiniteSampler, EvalSampler,
+                                            InfiniteSampler, ReaderCostTimer, SegDataLoader,
+                                            build_dataloader)
+
+__all__ = [
+    "CHASEDB1", "Cityscapes", "DRIVE", "Dataset", "DatasetError", "DatasetNotFoundError",
+    "DistributedInfiniteSampler", "EvalSampler", "HRF", "InfiniteSampler", "ReaderCostTimer",
+    "Record", "RetinaDataset", "STARE", "SegDataLoader", "SegDataset", "SyntheticVessels",
+    "build_dataloader", "build_transforms", "generate_fundus", "generate_synthetic_vessels",
+    "read_image", "read_label", "read_mask", "sample_rng",
+]
