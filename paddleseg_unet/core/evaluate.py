@@ -128,7 +128,9 @@ def evaluate(model: Any, dataset: Any, num_classes: int, *, auc_roc: bool = Fals
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
+    import sys
+
+    if not (enabled and sys.stderr.isatty()):  # a bar in a log file is noise
         return None
     from tqdm import tqdm
     return tqdm(total=total, unit="img", desc="eval", dynamic_ncols=True, leave=False)

@@ -1,0 +1,300 @@
+"""Inference: whole image, batched sliding window, flip/multi-scale, and undoing trans_info.
+
+Everything is built around a backend-agnostic ``forward(x) -> logits`` callable
+(``x``: ``[B, C, h, w]`` paddle tensor, result: ``[B, K, h', w']`` paddle tensor), so a
+paddle model, a static-graph predictor or an ONNX session can share the same window
+placement, accumulation and test-time augmentation.  :func:`as_forward` builds that
+callable; the public functions accept either a model or such a callable and wrap it.
+
+The model must already be in eval mode (the caller decides); gradients are disabled here.
+Sizes follow PaddleSeg: ``crop_size`` and ``stride`` are ``(w, h)``; shapes are ``(h, w)``.
+"""
+
+import math
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+__all__ = [
+    "InferenceError",
+    "Forward",
+    "as_forward",
+    "slide_windows",
+    "slide_inference",
+    "undo_trans_info",
+    "flip_combinations",
+    "inference",
+    "aug_inference",
+]
+
+Forward = Callable[[paddle.Tensor], paddle.Tensor]
+Window = Tuple[int, int, int, int]
+TransInfo = Sequence[Tuple[str, Tuple[int, int]]]
+
+
+class InferenceError(ValueError):
+    """Invalid inference arguments (window sizes, trans_info entries, model output)."""
+
+
+def as_forward(model: Callable[..., Any], numpy_io: bool = False) -> Forward:
+    """Wrap ``model`` into ``forward(x: paddle.Tensor) -> paddle.Tensor`` (4-D logits).
+
+    PaddleSeg models return a list of logits (the first is the prediction); a bare tensor
+    or numpy array is accepted too. With ``numpy_io=True`` the input is handed over as a
+    numpy array, for backends such as onnxruntime that do not take paddle tensors.
+    Wrapping an already wrapped callable is harmless.
+    """
+
+    def forward(x: paddle.Tensor) -> paddle.Tensor:
+        out = model(x.numpy() if numpy_io else x)
+        if isinstance(out, (list, tuple)):
+            if not out:
+                raise InferenceError("the model returned an empty list; expected [logits, ...]")
+            out = out[0]
+        if isinstance(out, np.ndarray):
+            out = paddle.to_tensor(out)
+        if not isinstance(out, paddle.Tensor) or out.ndim != 4:
+            raise InferenceError(
+                f"the model must return logits of shape [N, K, H, W] (or a list whose first "
+                f"item is that); got {type(out).__name__} "
+                f"{getattr(out, 'shape', '')}")
+        if int(out.shape[0]) != int(x.shape[0]):
+            raise InferenceError(
+                f"the model returned {out.shape[0]} logit maps for a batch of {x.shape[0]}")
+        return out
+
+    return forward
+
+
+def _pair(value: Any, name: str) -> Tuple[int, int]:
+    """Validate a (a, b) pair of positive ints (an int means (v, v))."""
+    if isinstance(value, (int, np.integer)):
+        value = (value, value)
+    try:
+        a, b = value
+        pair = (int(a), int(b))
+    except (TypeError, ValueError):
+        raise InferenceError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if pair[0] != a or pair[1] != b or min(pair) <= 0:
+        raise InferenceError(f"{name} must be positive integers, got {value!r}")
+    return pair
+
+
+def _axis_spans(size: int, crop: int, stride: int) -> List[Tuple[int, int]]:
+    """Window spans along one axis: PaddleSeg's placement, last window flush with the border."""
+    n = 1 if size <= crop else math.ceil((size - crop) / stride) + 1
+    spans = []
+    for i in range(n):
+        end = min(i * stride + crop, size)
+        spans.append((max(end - crop, 0), end))
+    return spans
+
+
+def slide_windows(h: int, w: int, crop_hw: Tuple[int, int],
+                  stride_hw: Tuple[int, int]) -> List[Window]:
+    """Sliding windows ``(y0, y1, x0, x1)`` for an ``h x w`` image, rows then columns.
+
+    ``crop_hw`` and ``stride_hw`` are ``(height, width)`` here (note: not PaddleSeg's (w, h)).
+    Per axis: ``ceil((H - h) / sh) + 1`` windows (1 if ``H <= h``); window ``r`` ends at
+    ``min(r*sh + h, H)`` and starts at ``max(end - h, 0)``.
+    """
+    h, w = _pair((h, w), "image size")
+    ch, cw = _pair(crop_hw, "crop size")
+    sh, sw = _pair(stride_hw, "stride")
+    return [(y0, y1, x0, x1)
+            for y0, y1 in _axis_spans(h, ch, sh)
+            for x0, x1 in _axis_spans(w, cw, sw)]
+
+
+def _axis_coverage(size: int, crop: int, stride: int) -> np.ndarray:
+    cover = np.zeros(size, dtype=np.float32)
+    for a0, a1 in _axis_spans(size, crop, stride):
+        cover[a0:a1] += 1
+    return cover
+
+
+@paddle.no_grad()
+def slide_inference(model: Callable[..., Any], img: paddle.Tensor,
+                    crop_size: Tuple[int, int], stride: Tuple[int, int],
+                    slide_batch: int = 8) -> paddle.Tensor:
+    """Sliding-window logits ``[N, K, H, W]`` (float32), overlapping windows averaged.
+
+    ``crop_size`` / ``stride`` are ``(w, h)``. Windows are batched: each forward call gets
+    up to ``slide_batch`` crops in total (``N`` per window, so ``max(1, slide_batch // N)``
+    windows). Sums and counts stay on the device; the count is the outer product of the
+    per-axis coverages because the windows form a grid.
+    """
+    forward = as_forward(model)
+    cw, ch = _pair(crop_size, "crop_size (w, h)")
+    sw, sh = _pair(stride, "stride (w, h)")
+    if not isinstance(slide_batch, (int, np.integer)) or slide_batch < 1:
+        raise InferenceError(f"slide_batch must be a positive int, got {slide_batch!r}")
+    if img.ndim != 4:
+        raise InferenceError(f"image tensor must be [N, C, H, W], got shape {list(img.shape)}")
+    n, _, h, w = (int(s) for s in img.shape)
+    rows, cols = _axis_coverage(h, ch, sh), _axis_coverage(w, cw, sw)
+    if rows.min() == 0 or cols.min() == 0:
+        raise InferenceError(
+            f"stride {(sw, sh)} is larger than crop_size {(cw, ch)} (w, h): some pixels of the "
+            f"{w}x{h} image fall in no window; use a stride <= crop_size")
+    windows = slide_windows(h, w, (ch, cw), (sh, sw))
+    per_call = max(1, int(slide_batch) // n)
+
+    total = None
+    for start in range(0, len(windows), per_call):
+        chunk = windows[start:start + per_call]
+        crops = [img[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in chunk]
+        batch = crops[0] if len(crops) == 1 else paddle.concat(crops, axis=0)
+        logits = forward(batch).astype("float32")
+        if total is None:
+            total = paddle.zeros([n, int(logits.shape[1]), h, w], dtype="float32")
+        for i, (y0, y1, x0, x1) in enumerate(chunk):
+            # A model may return a map larger than its input; keep the top-left part.
+            total[:, :, y0:y1, x0:x1] += logits[i * n:(i + 1) * n, :, :y1 - y0, :x1 - x0]
+    count = paddle.to_tensor(np.outer(rows, cols)[None, None])
+    return total / count
+
+
+def _trans_entry(item: Any, index: int) -> Tuple[str, int, int]:
+    try:
+        op, size = item
+        op = str(op)
+        th, tw = (int(v) for v in np.asarray(size).reshape(-1).tolist())
+    except (TypeError, ValueError):
+        raise InferenceError(
+            f"trans_info entry #{index} is {item!r}; expected ('resize' or 'padding', (h, w))"
+        ) from None
+    if op not in ("resize", "padding") or th <= 0 or tw <= 0:
+        raise InferenceError(
+            f"trans_info entry #{index} is {item!r}; expected ('resize' or 'padding', (h, w)) "
+            f"with a positive size")
+    return op, th, tw
+
+
+def _resize(x: paddle.Tensor, hw: Tuple[int, int]) -> paddle.Tensor:
+    """Bilinear resize (align_corners False); a no-op when the size already matches."""
+    if (int(x.shape[-2]), int(x.shape[-1])) == tuple(hw):
+        return x
+    return F.interpolate(x, size=list(hw), mode="bilinear", align_corners=False)
+
+
+def undo_trans_info(logits: paddle.Tensor, trans_info: Optional[TransInfo]) -> paddle.Tensor:
+    """Map logits back through the recorded size changes, last op first.
+
+    ``('resize', (h, w))`` -> bilinear resize to ``(h, w)``; ``('padding', (h, w))`` -> keep
+    ``[:h, :w]`` (transforms pad bottom/right).
+    """
+    if not trans_info:
+        return logits
+    entries = [_trans_entry(item, i) for i, item in enumerate(trans_info)]
+    for op, th, tw in reversed(entries):
+        if op == "resize":
+            logits = _resize(logits, (th, tw))
+        else:
+            cur_h, cur_w = int(logits.shape[-2]), int(logits.shape[-1])
+            if th > cur_h or tw > cur_w:
+                raise InferenceError(
+                    f"trans_info says padding started from {th}x{tw} (h x w) but the logits "
+                    f"are only {cur_h}x{cur_w}; the recorded trans_info does not match the "
+                    f"transforms that were applied")
+            logits = logits[:, :, :th, :tw]
+    return logits
+
+
+def _finish(logits: paddle.Tensor, trans_info: Optional[TransInfo],
+            ori_shape: Optional[Tuple[int, int]]) -> paddle.Tensor:
+    logits = undo_trans_info(logits, trans_info)
+    if ori_shape is not None:
+        # Evaluation scores at the label's original size, so a size left over by a
+        # transform that recorded nothing is resized away (bilinear, as for ResizeByLong).
+        logits = _resize(logits, _pair(tuple(ori_shape)[:2], "ori_shape (h, w)"))
+    return logits
+
+
+def _infer_logits(forward: Forward, img: paddle.Tensor, is_slide: bool,
+                  crop_size: Optional[Tuple[int, int]], stride: Optional[Tuple[int, int]],
+                  slide_batch: int) -> paddle.Tensor:
+    if not is_slide:
+        return forward(img)
+    if crop_size is None or stride is None:
+        raise InferenceError("sliding-window inference (is_slide) needs crop_size and stride, "
+                             "both (w, h); set them in the config's test_config")
+    return slide_inference(forward, img, crop_size, stride, slide_batch)
+
+
+@paddle.no_grad()
+def inference(model: Callable[..., Any], img: paddle.Tensor, is_slide: bool = False,
+              crop_size: Optional[Tuple[int, int]] = None,
+              stride: Optional[Tuple[int, int]] = None, slide_batch: int = 8,
+              trans_info: Optional[TransInfo] = None,
+              ori_shape: Optional[Tuple[int, int]] = None) -> paddle.Tensor:
+    """Logits ``[N, K, H', W']`` for a normalized image batch ``[N, C, H, W]``.
+
+    Whole image, or sliding window when ``is_slide`` (``crop_size``/``stride`` as (w, h)).
+    ``trans_info`` (one list for the whole batch) is undone in reverse order; if
+    ``ori_shape`` (h, w) is given and the result still differs, it is resized to it.
+    """
+    forward = as_forward(model)
+    logits = _infer_logits(forward, img, is_slide, crop_size, stride, slide_batch)
+    return _finish(logits, trans_info, ori_shape)
+
+
+def flip_combinations(flip_horizontal: bool = False,
+                      flip_vertical: bool = False) -> List[Tuple[bool, bool]]:
+    """``(horizontal, vertical)`` flips to run: none, +h, +v, +both (when both asked)."""
+    combos = [(False, False)]
+    if flip_horizontal:
+        combos.append((True, False))
+    if flip_vertical:
+        combos.append((False, True))
+    if flip_horizontal and flip_vertical:
+        combos.append((True, True))
+    return combos
+
+
+def _flip(x: paddle.Tensor, flip: Tuple[bool, bool]) -> paddle.Tensor:
+    axes = ([3] if flip[0] else []) + ([2] if flip[1] else [])
+    return paddle.flip(x, axis=axes) if axes else x
+
+
+@paddle.no_grad()
+def aug_inference(model: Callable[..., Any], img: paddle.Tensor,
+                  scales: Union[float, Sequence[float]] = (1.0,),
+                  flip_horizontal: bool = False, flip_vertical: bool = False,
+                  is_slide: bool = False, crop_size: Optional[Tuple[int, int]] = None,
+                  stride: Optional[Tuple[int, int]] = None, slide_batch: int = 8,
+                  average: str = "logit", trans_info: Optional[TransInfo] = None,
+                  ori_shape: Optional[Tuple[int, int]] = None) -> paddle.Tensor:
+    """Flip / multi-scale test-time augmentation, averaged, then mapped back via trans_info.
+
+    For each scale ``s`` the ORIGINAL input is resized bilinearly to
+    ``int(s*H + 0.5) x int(s*W + 0.5)`` (PaddleSeg's rounding); for each flip of
+    :func:`flip_combinations` it is flipped, inferred (sliding if ``is_slide``), flipped
+    back and resized to ``H x W``.
+
+    ``average='logit'`` (the compat contract) returns the mean of the raw logits.
+    ``average='prob'`` (MMSegmentation's choice) returns the mean of the softmax
+    probabilities; PaddleSeg 2.x sums softmax probabilities without dividing, which has
+    the same argmax, so either way the prediction is ``argmax(result, axis=1)``.
+    """
+    if average not in ("logit", "prob"):
+        raise InferenceError(f"average must be 'logit' or 'prob', got {average!r}")
+    scale_list = [scales] if isinstance(scales, (int, float)) else list(scales)
+    if not scale_list or not all(isinstance(s, (int, float)) and s > 0 for s in scale_list):
+        raise InferenceError(f"scales must be positive numbers, got {scales!r}")
+    forward = as_forward(model)
+    h, w = int(img.shape[-2]), int(img.shape[-1])
+    total, count = None, 0
+    for s in scale_list:
+        scaled = _resize(img, (max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))))
+        for flip in flip_combinations(flip_horizontal, flip_vertical):
+            logits = _infer_logits(forward, _flip(scaled, flip), is_slide, crop_size,
+                                   stride, slide_batch)
+            logits = _resize(_flip(logits.astype("float32"), flip), (h, w))
+            if average == "prob":
+                logits = F.softmax(logits, axis=1)
+            total = logits if total is None else total + logits
+            count += 1
+    return _finish(total / count, trans_info, ori_shape)

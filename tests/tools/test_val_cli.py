@@ -1,0 +1,100 @@
+"""tools/val.py end to end on real DRIVE (converted from ../shared/data), with a tiny model."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SHARED_DATA
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DRIVE_SRC = os.path.join(SHARED_DATA, "DRIVE")
+CONFIG = os.path.join(REPO, "configs", "unet", "unet_drive_128x128_40k.yml")
+
+
+def run_tool(*args, check=True):
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def drive_root(tmp_path_factory):
+    if not os.path.isdir(DRIVE_SRC):
+        pytest.skip(f"real DRIVE data not found at {DRIVE_SRC}")
+    from paddleseg_unet.datasets.converters import convert
+    root = str(tmp_path_factory.mktemp("data") / "DRIVE")
+    convert("drive", DRIVE_SRC, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    import paddle
+
+    from paddleseg_unet.models import UNet
+    from paddleseg_unet.utils.weights import save_pdparams
+    paddle.seed(0)
+    path = str(tmp_path_factory.mktemp("w") / "tiny.pdparams")
+    save_pdparams(UNet(num_classes=2, base_channels=4).state_dict(), path)
+    return path
+
+
+def fov_pixels_from_official_masks():
+    total = 0
+    for nn in range(1, 21):
+        mask = np.asarray(Image.open(os.path.join(DRIVE_SRC, "test", "mask",
+                                                  f"{nn:02d}_test_mask.gif")).convert("L"))
+        total += int((mask > 127).sum())
+    return total
+
+
+@pytest.mark.parametrize("use_fov", [True])  # all-pixels scoring: tests/core/test_evaluate.py
+def test_val_on_real_drive_writes_complete_json(drive_root, tiny_weights, tmp_path, use_fov):
+    out = tmp_path / "metrics.json"
+    args = ["tools/val.py", "--config", CONFIG, "--model_path", tiny_weights, "--device", "cpu",
+            "--opts", "model.base_channels=4", f"val_dataset.dataset_root={drive_root}",
+            "--save_json", str(out)] + (["--use_fov"] if use_fov else [])
+    proc = run_tool(*args)
+    assert "[EVAL] #Images: 20 mIoU:" in proc.stdout and "Auc_roc:" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["num_images"] == 20
+    expected = fov_pixels_from_official_masks() if use_fov else 20 * 565 * 584
+    assert data["num_pixels"] == expected
+    assert data["scored_region"] == ("inside the field-of-view mask" if use_fov else "all pixels")
+    assert np.array(data["confusion_matrix"]).sum() == expected
+    for key in ("miou", "mdice", "acc", "kappa", "auc_roc", "dice_fg", "sensitivity",
+                "specificity"):
+        assert data[key] is None or -1.0 <= data[key] <= 1.0, key
+    assert 0 <= data["auc_error_bound"] < 1e-3
+    assert len(data["class_iou"]) == 2 and len(data["class_precision"]) == 2
+    assert data["flags"]["auc_roc"] is True and data["flags"]["use_fov"] is use_fov
+
+
+def test_val_refuses_partial_weights_with_one_line_error(drive_root, tiny_weights):
+    # Weights of a width-4 model do not fit the default width-64 model: a clear error.
+    proc = run_tool("tools/val.py", "--config", CONFIG, "--model_path", tiny_weights,
+                    "--device", "cpu", "--opts", f"val_dataset.dataset_root={drive_root}",
+                    check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "\nerror: " in "\n" + proc.stderr and "shape" in proc.stderr
+
+
+def test_bad_config_key_is_one_line_error(tmp_path):
+    proc = run_tool("tools/train.py", "--config", CONFIG, "--opts", "model.num_clases=3",
+                    check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "model.num_clases" in proc.stderr and "Did you mean model.num_classes" in proc.stderr
+
+
+@pytest.mark.parametrize("tool", ["train.py", "val.py", "predict.py", "export.py"])
+def test_tools_have_help(tool):
+    proc = run_tool(f"tools/{tool}", "--help")
+    assert "--config" in proc.stdout
