@@ -98,3 +98,35 @@ def test_bad_config_key_is_one_line_error(tmp_path):
 def test_tools_have_help(tool):
     proc = run_tool(f"tools/{tool}", "--help")
     assert "--config" in proc.stdout
+
+
+def test_two_process_val_equals_single_process(tmp_path, tiny_weights):
+    """paddle.distributed.launch with 2 CPU ranks: each scores its share, the counters are
+    summed once, and the JSON equals the single-process one."""
+    sys.path.insert(0, os.path.join(REPO, "tests", "core"))
+    try:
+        from test_evaluate import write_retina_layout
+    finally:
+        sys.path.pop(0)
+    root = write_retina_layout(str(tmp_path / "ds"), [(40, 52), (37, 45), (64, 48), (33, 33),
+                                                      (50, 41)])
+    # One thread per process in both runs: conv results then agree to the bit.
+    common = ["--config", CONFIG, "--model_path", tiny_weights, "--device", "cpu",
+              "--num_threads", "1", "--opts",
+              "model.base_channels=4", f"val_dataset.dataset_root={root}"]
+    run_tool("tools/val.py", *common, "--save_json", str(tmp_path / "single.json"))
+    env_pop = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+         "--log_dir", str(tmp_path / "log"), "tools/val.py", *common,
+         "--save_json", str(tmp_path / "dist.json")],
+        cwd=REPO, env=dict(env_pop, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"),
+        capture_output=True, text=True, timeout=300)
+    logs = "".join(p.read_text()[-3000:] for p in sorted((tmp_path / "log").glob("workerlog.*")))
+    assert proc.returncode == 0, proc.stderr[-2000:] + logs
+    single = json.loads((tmp_path / "single.json").read_text())
+    dist = json.loads((tmp_path / "dist.json").read_text())
+    assert dist["num_images"] == single["num_images"] == 5
+    assert dist["confusion_matrix"] == single["confusion_matrix"]
+    for key in ("miou", "mdice", "acc", "kappa", "auc_roc", "num_pixels"):
+        assert dist[key] == single[key], key
