@@ -1,7 +1,8 @@
 """Reading images, labels and field-of-view masks, with one clear error per bad file.
 
-Images are decoded with OpenCV (``IMREAD_COLOR``, converted BGR -> RGB, always HxWx3
-uint8). Labels must keep their *stored* values, which OpenCV does not always do:
+Images are decoded with OpenCV straight to RGB (``IMREAD_COLOR_RGB``; older OpenCV:
+``IMREAD_COLOR`` then BGR -> RGB), always HxWx3 uint8. Labels must keep their *stored*
+values, which OpenCV does not always do:
 
 - a palette PNG (colour type 3) is expanded by OpenCV to colours; we want its indices,
   so palette PNGs (and GIFs, which are always palette images) are read with Pillow;
@@ -28,6 +29,8 @@ __all__ = ["DatasetError", "DatasetNotFoundError", "read_image", "read_label", "
            "check_label_values", "check_same_size"]
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# OpenCV >= 4.10 decodes straight to RGB, saving a full-image BGR -> RGB pass per read.
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 _PNG_PALETTE = 3
 _PNG_GREY = 0
 
@@ -57,12 +60,12 @@ def _read_bytes(path: str, what: str) -> np.ndarray:
 def read_image(path: str) -> np.ndarray:
     """An image file as an HxWx3 RGB uint8 array (grey images are replicated)."""
     data = _read_bytes(path, "Image")
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR if _IMREAD_RGB is None else _IMREAD_RGB)
     if img is None:
         raise DatasetError(f"Image cannot be decoded (corrupt or unsupported format): {path}")
-    if img.dtype != np.uint8:  # IMREAD_COLOR gives 8 bits already; be explicit anyway
+    if img.dtype != np.uint8:  # IMREAD_COLOR* gives 8 bits already; be explicit anyway
         img = img.astype(np.uint8)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if _IMREAD_RGB is None else img
 
 
 def _png_header(data: np.ndarray) -> Optional[tuple]:
@@ -135,9 +138,12 @@ def check_label_values(label: np.ndarray, num_classes: int, ignore_index: int,
                        path: str) -> None:
     """Raise unless every value is in 0..num_classes-1 or ``ignore_index``.
 
-    uint8 labels are checked with a 256-bin bincount (one pass, no sort); wider types
-    fall back to ``np.unique``.
+    A label whose values lie in 0..num_classes-1 (its min and max, one cheap pass each)
+    passes at once; otherwise uint8 labels are checked with a 256-bin bincount (no sort)
+    and wider types with ``np.unique``.
     """
+    if label.size == 0 or (label.min() >= 0 and label.max() < num_classes):
+        return
     if label.dtype == np.uint8:
         counts = np.bincount(label.ravel(), minlength=256)
         present = np.flatnonzero(counts)

@@ -76,7 +76,13 @@ def _find_prepared_root(top: str, max_depth: int = 2) -> Optional[str]:
 
 
 class RetinaDataset(Dataset):
-    """Base of the retina datasets; subclasses set the class attributes below."""
+    """Base of the retina datasets; subclasses set the class attributes below.
+
+    ``cache_images`` is on by default here: these sets hold 20-45 images that training reads
+    thousands of times, and decoding the PNGs is most of a sample's cost (see
+    benchmarks/data_pipeline.py). Each loader worker keeps its own copy (DRIVE ~26 MB,
+    HRF train ~370 MB); pass ``cache_images: False`` to decode on every read.
+    """
 
     NUM_CLASSES = 2
     URL: Optional[str] = None  # PaddleSeg's prepared zip
@@ -84,7 +90,8 @@ class RetinaDataset(Dataset):
     CONVERTER = ""  # dataset name for tools/convert_dataset.py
 
     def __init__(self, dataset_root: Optional[str] = None, transforms: TransformsArg = None,
-                 mode: str = "train", download: bool = False, edge: bool = False) -> None:
+                 mode: str = "train", download: bool = False, edge: bool = False,
+                 cache_images: bool = True) -> None:
         root = self._prepare_root(dataset_root, download)
         mode = str(mode).lower()
         list_path = None
@@ -94,7 +101,8 @@ class RetinaDataset(Dataset):
                 break
         super().__init__(dataset_root=root, transforms=transforms,
                          num_classes=self.NUM_CLASSES, mode=mode, train_path=list_path,
-                         val_path=list_path, test_path=list_path, edge=edge)
+                         val_path=list_path, test_path=list_path, edge=edge,
+                         cache_images=cache_images)
 
     # -- locating / downloading the root -----------------------------------------------
     def _prepare_root(self, dataset_root: Optional[str], download: bool) -> str:

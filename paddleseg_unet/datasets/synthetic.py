@@ -275,7 +275,8 @@ class SyntheticVessels(RetinaDataset):
 
     def __init__(self, dataset_root: Optional[str] = None, transforms: TransformsArg = None,
                  mode: str = "train", num_images: int = 40, num_val: Optional[int] = None,
-                 image_size: int = 256, seed: int = 0, edge: bool = False) -> None:
+                 image_size: int = 256, seed: int = 0, edge: bool = False,
+                 cache_images: bool = True) -> None:
         if num_val is None:
             num_val = max(1, int(round(num_images / 4)))
         for arg, value, low in (("num_images", num_images, 2), ("num_val", num_val, 1),
@@ -288,7 +289,8 @@ class SyntheticVessels(RetinaDataset):
                                f"num_images ({num_images})")
         self.generation = dict(num_images=num_images, num_val=num_val,
                                image_size=image_size, seed=seed)
-        super().__init__(dataset_root, transforms, mode, download=False, edge=edge)
+        super().__init__(dataset_root, transforms, mode, download=False, edge=edge,
+                         cache_images=cache_images)
 
     def _prepare_root(self, dataset_root: Optional[str], download: bool) -> str:
         if dataset_root is None:

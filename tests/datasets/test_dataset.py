@@ -349,3 +349,29 @@ def test_cityscapes_without_train_ids_says_convert(tmp_path):
     assert "labelTrainIds" in str(e.value) and "convert_dataset.py cityscapes" in str(e.value)
     with pytest.raises(DatasetNotFoundError, match="leftImg8bit"):
         Cityscapes(dataset_root=str(tmp_path / "nowhere"))
+
+
+def test_decoded_image_cache_returns_what_disk_reads_give(tmp_path):
+    """Retina sets cache decoded images by default; samples equal uncached ones, the cache
+    survives a transform that would write into its input, and files are read once."""
+    arrays = make_converted(tmp_path, n_train=2, n_val=1)
+    spec = [{"type": "RandomHorizontalFlip", "prob": 1.0}, {"type": "Normalize"}]
+    cached = DRIVE(dataset_root=str(tmp_path), transforms=spec)
+    plain = DRIVE(dataset_root=str(tmp_path), transforms=spec, cache_images=False)
+    assert cached.cache_images and not plain.cache_images
+    reads = []
+    import paddleseg_unet.datasets.dataset as dataset_module
+    original = dataset_module.read_image
+    dataset_module.read_image = lambda path: reads.append(path) or original(path)
+    try:
+        for draw in range(6):
+            a, b = cached[(draw % 2, 0, draw)], plain[(draw % 2, 0, draw)]
+            np.testing.assert_array_equal(a["img"], b["img"])
+            np.testing.assert_array_equal(a["label"], b["label"])
+            a["label"][:] = 7  # a consumer scribbling on its sample must not reach the cache
+    finally:
+        dataset_module.read_image = original
+    assert reads.count(plain.records[0].img_path) == 3 + 1  # 3 uncached reads + 1 cached
+    np.testing.assert_array_equal(cached[(0, 0, 0)]["label"], arrays["train0.png"][1][:, ::-1])
+    val = DRIVE(dataset_root=str(tmp_path), transforms=[{"type": "Normalize"}], mode="val")
+    np.testing.assert_array_equal(val[0]["fov"], arrays["val0.png"][2])
