@@ -3,23 +3,28 @@
 A checkpoint is a folder ``iter_N/`` (or ``best_model/``) holding
 
 - ``model.pdparams``: the weights, in PaddleSeg's format (PaddleSeg can load it);
-- ``model.pdopt``: the optimizer state, including the lr scheduler's;
-- ``state.json``: iteration, best metric so far, and the resolved config;
-- ``rng.pkl``: Python, NumPy and Paddle random states.
+- ``model.pdopt``: the optimizer state in Paddle's own format, including the lr scheduler's;
+- ``state.json``: iteration, best metric so far, the parameters' internal names (so the
+  optimizer state can be matched to a model built in another order) and the config;
+- ``rng.pkl``: Python, NumPy and Paddle random states;
+- ``ema.pdparams``: the averaged weights, only when training with EMA.
 
-Each is written into a hidden temporary folder which is renamed into place only when every
-file is complete, so a crash at any moment leaves the previous checkpoint intact.
+Each is written (and fsynced) into a hidden temporary folder which is renamed into place
+only when every file is complete, so a crash at any moment leaves the previous checkpoint
+intact; temporary folders of dead processes are removed by :func:`prune_checkpoints`.
 """
 from __future__ import annotations
 
+import glob
 import json
+import numbers
 import os
 import pickle
 import random
 import re
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import paddle
@@ -30,7 +35,11 @@ MODEL_FILE = "model.pdparams"
 OPTIMIZER_FILE = "model.pdopt"
 STATE_FILE = "state.json"
 RNG_FILE = "rng.pkl"
+EMA_FILE = "ema.pdparams"
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
+_TEMP_DIR = re.compile(r"^\..+\.tmp-(\d+)$")
+# Keys of an optimizer state dict that are not per-parameter accumulators.
+_OPT_SPECIAL_KEYS = ("LR_Scheduler", "master_weights")
 
 
 class CheckpointError(Exception):
@@ -52,8 +61,25 @@ class TrainState:
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "TrainState":
+        """Rebuild from :meth:`to_json` output; a wrong type raises ValueError."""
+        if not isinstance(data, dict):
+            raise ValueError(f"train_state must be a mapping, got {type(data).__name__}")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        state = cls(**known)
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+        if not is_int(state.iteration) or not is_int(state.evals_without_improvement):
+            raise ValueError("iteration and evals_without_improvement must be integers >= 0")
+        if state.best_iteration is not None and not is_int(state.best_iteration):
+            raise ValueError(f"best_iteration must be an integer, got {state.best_iteration!r}")
+        if state.best_metric is not None and (isinstance(state.best_metric, bool) or
+                                              not isinstance(state.best_metric, numbers.Real)):
+            raise ValueError(f"best_metric must be a number, got {state.best_metric!r}")
+        if not isinstance(state.metric_name, str) or not isinstance(state.extra, dict):
+            raise ValueError("metric_name must be a string and extra a mapping")
+        return state
 
 
 def _rng_states() -> Dict[str, Any]:
@@ -67,6 +93,22 @@ def _restore_rng(states: Dict[str, Any]) -> None:
     paddle.set_rng_state(states["paddle"])
 
 
+def _fsync(path: str) -> None:
+    """Flush a file (or a folder's entries) to disk, so a power loss cannot leave a
+    renamed-into-place checkpoint with empty files."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # e.g. folders cannot be opened on some platforms
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _replace_dir(tmp_dir: str, final_dir: str) -> None:
     """Move a finished temporary folder into place; an older folder of the same name is
     moved aside first and removed only after the new one is in place."""
@@ -75,26 +117,86 @@ def _replace_dir(tmp_dir: str, final_dir: str) -> None:
         old = f"{final_dir}.old-{os.getpid()}"
         os.replace(final_dir, old)
     os.replace(tmp_dir, final_dir)
+    _fsync(os.path.dirname(os.path.abspath(final_dir)))
     if old:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def parameter_names(model: paddle.nn.Layer) -> Dict[str, str]:
+    """Structured name -> Paddle's internal name (``conv2d_3.w_0``) of every parameter.
+
+    The internal names key the optimizer state and depend on how many layers the process
+    created before, so they are recorded to re-key the state on resume."""
+    return {key: param.name for key, param in model.named_parameters()}
+
+
+def _rekey_optimizer_state(opt_state: Dict[str, Any], saved: Mapping[str, str],
+                           model: paddle.nn.Layer, path: str) -> Dict[str, Any]:
+    """Rename the accumulators of ``opt_state`` (``<internal name>_<acc>_<n>``) from the
+    internal names recorded at save time to those of ``model`` in this process."""
+    if not saved:  # written by PaddleSeg or another tool: Paddle's own matching
+        return opt_state
+    current = parameter_names(model)
+    renames = {saved[k]: current[k] for k in saved if k in current}
+    # Longest first, so 'conv2d_1.w_0' never claims the accumulators of 'conv2d_1.w_0x'.
+    olds = sorted(renames, key=len, reverse=True)
+    from paddle.base import unique_name
+
+    counters = getattr(unique_name.generator, "ids", {})
+    result: Dict[str, Any] = {}
+    for key, value in opt_state.items():
+        if key in _OPT_SPECIAL_KEYS:
+            result[key] = value
+            continue
+        old = next((name for name in olds if key.startswith(name + "_")), None)
+        if old is None:
+            raise CheckpointError(f"Cannot resume: {path} holds optimizer state {key!r} for "
+                                  f"a parameter this model does not have; was it written "
+                                  f"with another config?")
+        accumulator = re.sub(r"_\d+$", "", key[len(old) + 1:])
+        stem = f"{renames[old]}_{accumulator}"
+        # Paddle names the accumulator it is about to create stem_<next free counter>.
+        result[f"{stem}_{counters.get(stem, 0)}"] = value
+    if isinstance(opt_state.get("master_weights"), dict):
+        result["master_weights"] = {renames.get(k, k): v
+                                    for k, v in opt_state["master_weights"].items()}
+    return result
+
+
 def save_checkpoint(folder: str, model: paddle.nn.Layer, optimizer: Optional[Any],
-                    state: TrainState, config: Optional[Dict[str, Any]] = None) -> str:
-    """Write a complete checkpoint to ``folder`` atomically and return it."""
+                    state: TrainState, config: Optional[Dict[str, Any]] = None,
+                    ema_state: Optional[Mapping[str, Any]] = None) -> str:
+    """Write a complete checkpoint to ``folder`` atomically and return it.
+
+    ``optimizer`` None (``best_model/``) writes no ``model.pdopt``; ``ema_state`` (the EMA's
+    averaged weights) adds ``ema.pdparams``."""
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
     tmp_dir = os.path.join(parent, f".{os.path.basename(folder)}.tmp-{os.getpid()}")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
-    save_pdparams(model.state_dict(), os.path.join(tmp_dir, MODEL_FILE))
-    if optimizer is not None:
-        paddle.save(optimizer.state_dict(), os.path.join(tmp_dir, OPTIMIZER_FILE))
-    with open(os.path.join(tmp_dir, RNG_FILE), "wb") as f:
-        pickle.dump(_rng_states(), f, protocol=4)
-    payload = {"train_state": state.to_json(), "config": config}
-    with open(os.path.join(tmp_dir, STATE_FILE), "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1, default=str)
+    try:
+        save_pdparams(model.state_dict(), os.path.join(tmp_dir, MODEL_FILE))
+        if ema_state is not None:
+            save_pdparams(ema_state, os.path.join(tmp_dir, EMA_FILE))
+        written = []
+        if optimizer is not None:
+            written.append(os.path.join(tmp_dir, OPTIMIZER_FILE))
+            paddle.save(optimizer.state_dict(), written[-1])
+        written.append(os.path.join(tmp_dir, RNG_FILE))
+        with open(written[-1], "wb") as f:
+            pickle.dump(_rng_states(), f, protocol=4)
+        payload = {"train_state": state.to_json(), "parameter_names": parameter_names(model),
+                   "config": config}
+        written.append(os.path.join(tmp_dir, STATE_FILE))
+        with open(written[-1], "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=1, default=str)
+        for path in written:
+            _fsync(path)
+        _fsync(tmp_dir)
+    except (OSError, WeightsError) as exc:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise CheckpointError(f"Cannot write checkpoint {folder}: {exc}") from None
     _replace_dir(tmp_dir, folder)
     return folder
 
@@ -108,28 +210,55 @@ def list_checkpoints(save_dir: str) -> List[str]:
     return [os.path.join(save_dir, name) for _, name in sorted(found)]
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def prune_checkpoints(save_dir: str, keep: int) -> List[str]:
-    """Remove all but the newest ``keep`` iteration checkpoints; return the removed ones."""
-    if keep <= 0:
-        return []
-    stale = list_checkpoints(save_dir)[:-keep]
-    for folder in stale:
-        shutil.rmtree(folder, ignore_errors=True)
-    return stale
+    """Remove all but the newest ``keep`` iteration checkpoints (``keep <= 0`` keeps all)
+    and the temporary folders that killed processes left; return the removed paths."""
+    removed = []
+    if os.path.isdir(save_dir):
+        for name in os.listdir(save_dir):
+            m = _TEMP_DIR.match(name)
+            if m and not _pid_alive(int(m.group(1))):
+                shutil.rmtree(os.path.join(save_dir, name), ignore_errors=True)
+                removed.append(os.path.join(save_dir, name))
+    if keep > 0:
+        for folder in list_checkpoints(save_dir)[:-keep]:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _missing_folder_error(folder: str) -> CheckpointError:
+    aside = glob.glob(glob.escape(folder.rstrip("/\\")) + ".old-*")
+    hint = (f" A save was interrupted while replacing it: rename {aside[0]} back to "
+            f"{folder} to use the previous copy." if aside else "")
+    return CheckpointError(f"Cannot resume: {folder} is not a checkpoint folder (expected "
+                           f"save_dir/iter_N with {MODEL_FILE} and {STATE_FILE}).{hint}")
 
 
 def load_checkpoint(folder: str, model: paddle.nn.Layer, optimizer: Optional[Any] = None,
                     restore_rng: bool = True) -> Dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` into ``model`` and ``optimizer``.
 
-    Returns ``{"train_state": TrainState, "config": dict or None}``. Every file is checked
-    before anything is changed, so a bad checkpoint leaves the model as it was.
+    Returns ``{"train_state": TrainState, "config": dict or None, "ema": {key: array} or
+    None}``. Every file is checked before anything is changed, so a bad checkpoint leaves
+    the model, optimizer and random states as they were.
     """
     if not os.path.isdir(folder):
-        raise CheckpointError(f"Cannot resume: {folder} is not a checkpoint folder "
-                              f"(expected save_dir/iter_N with {MODEL_FILE} and {STATE_FILE})")
+        raise _missing_folder_error(folder)
     paths = {name: os.path.join(folder, name) for name in
-             (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, RNG_FILE)}
+             (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, RNG_FILE, EMA_FILE)}
     needed = [MODEL_FILE, STATE_FILE] + ([OPTIMIZER_FILE] if optimizer is not None else [])
     missing = [paths[n] for n in needed if not os.path.isfile(paths[n])]
     if missing:
@@ -139,29 +268,37 @@ def load_checkpoint(folder: str, model: paddle.nn.Layer, optimizer: Optional[Any
         with open(paths[STATE_FILE], "r", encoding="utf-8") as f:
             payload = json.load(f)
         train_state = TrainState.from_json(payload["train_state"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"Cannot resume: {paths[STATE_FILE]} is corrupt ({exc}); "
-                              f"resume from an older iter_N.") from None
-    try:
-        params = load_pdparams(paths[MODEL_FILE])
-    except WeightsError as exc:
-        raise CheckpointError(f"Cannot resume: {exc}") from None
+        saved_names = payload.get("parameter_names") or {}
+        if not isinstance(saved_names, dict):
+            raise ValueError("parameter_names must be a mapping")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"Cannot resume: {paths[STATE_FILE]} is corrupt "
+                              f"({type(exc).__name__}: {exc}); resume from an older "
+                              f"iter_N.") from None
+    params = _load_arrays(paths[MODEL_FILE])
+    ema = _load_arrays(paths[EMA_FILE]) if os.path.isfile(paths[EMA_FILE]) else None
     opt_state = None
     if optimizer is not None:
         try:
             opt_state = paddle.load(paths[OPTIMIZER_FILE])
+            if not isinstance(opt_state, dict):
+                raise TypeError(f"holds a {type(opt_state).__name__}, not a dict")
         except Exception as exc:  # paddle.load raises many kinds on a damaged pickle
             raise CheckpointError(f"Cannot resume: {paths[OPTIMIZER_FILE]} is unreadable "
                                   f"({type(exc).__name__}: {exc}); resume from an older "
                                   f"iter_N.") from None
+        opt_state = _rekey_optimizer_state(opt_state, saved_names, model,
+                                           paths[OPTIMIZER_FILE])
     rng = None
     if restore_rng and os.path.isfile(paths[RNG_FILE]):
         try:
             with open(paths[RNG_FILE], "rb") as f:
                 rng = pickle.load(f)
+            if not isinstance(rng, dict) or not {"python", "numpy", "paddle"} <= set(rng):
+                raise ValueError("not a dict of python/numpy/paddle states")
         except Exception as exc:
             raise CheckpointError(f"Cannot resume: {paths[RNG_FILE]} is unreadable "
-                                  f"({exc})") from None
+                                  f"({type(exc).__name__}: {exc})") from None
     expected = model.state_dict()
     wrong = [k for k in expected if k not in params or
              tuple(params[k].shape) != tuple(expected[k].shape)]
@@ -174,4 +311,14 @@ def load_checkpoint(folder: str, model: paddle.nn.Layer, optimizer: Optional[Any
         optimizer.set_state_dict(opt_state)
     if rng is not None:
         _restore_rng(rng)
-    return {"train_state": train_state, "config": payload.get("config")}
+    return {"train_state": train_state, "config": payload.get("config"), "ema": ema}
+
+
+def _load_arrays(path: str) -> Dict[str, np.ndarray]:
+    try:
+        return load_pdparams(path)
+    except WeightsError as exc:
+        # The weights loader's advice (re-download) does not apply to a checkpoint.
+        reason = str(exc).split("; re-download")[0]
+        raise CheckpointError(f"Cannot resume: {reason}; resume from an older "
+                              f"iter_N.") from None

@@ -2,9 +2,10 @@
 
 One ``Trainer`` owns the loop; the things that happen every N iterations (log, evaluate,
 save) are small methods beside it, so the whole engine reads top to bottom. Exact resume:
-the model, optimizer (with its lr scheduler), RNG states and the loader position are all
-restored, and the loader's per-sample randomness depends only on (seed, draw index), so an
-interrupted run continues with the same batches and the same augmentations.
+the model, optimizer (with its lr scheduler), RNG states, EMA, best metric, early-stop count
+and the loader position are all restored, and the loader's per-sample randomness depends
+only on (seed, draw index), so an interrupted run continues with the same batches and the
+same augmentations (on CPU bit for bit; see docs/training.md).
 """
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
-import numpy as np
 import paddle
 
 from paddleseg_unet.core.checkpoint import (TrainState, load_checkpoint, prune_checkpoints,
                                             save_checkpoint)
-from paddleseg_unet.core.evaluate import metric_key
+from paddleseg_unet.core.evaluate import evaluate, metric_key
 from paddleseg_unet.datasets.loader import build_dataloader
 from paddleseg_unet.utils.logger import logger
 
@@ -36,6 +36,7 @@ class TrainError(Exception):
 
 @dataclass
 class TrainOptions:
+    """The flags of ``tools/train.py`` (same names); ``check()`` validates them."""
     iters: int
     batch_size: int
     save_dir: str = "output"
@@ -66,6 +67,9 @@ class TrainOptions:
                                  f"got {getattr(self, name)}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise TrainError(f"--ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.early_stop_intervals is not None and int(self.early_stop_intervals) <= 0:
+            raise TrainError(f"--early_stop_intervals must be a positive integer, "
+                             f"got {self.early_stop_intervals}")
 
 
 def format_eta(seconds: float) -> str:
@@ -74,27 +78,54 @@ def format_eta(seconds: float) -> str:
 
 
 class EMA:
-    """Exponential moving average of the weights (float parameters and BN statistics),
-    swapped in for evaluation."""
+    """Exponential moving average of the weights (float parameters and BN statistics):
+    after every step ``shadow = decay * shadow + (1 - decay) * weight``. Swapped in for
+    evaluation and ``best_model``; saved in checkpoints so a resumed run continues it."""
 
     def __init__(self, model: paddle.nn.Layer, decay: float) -> None:
-        self.decay = decay
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()
-                       if v.dtype in (paddle.float32, paddle.float64)}
+        self.decay = float(decay)
+        # state_dict() hands out the live tensors: keep them to avoid a lookup per step.
+        # A layer registered under two names (UNet's cls/conv) is averaged (and swapped)
+        # once; ``aliases`` maps its second name to the first.
+        self.live: Dict[str, paddle.Tensor] = {}
+        self.aliases: Dict[str, str] = {}
+        first: Dict[int, str] = {}
+        for key, value in model.state_dict().items():
+            if value.dtype not in (paddle.float32, paddle.float64):
+                continue
+            if id(value) in first:
+                self.aliases[key] = first[id(value)]
+            else:
+                first[id(value)] = key
+                self.live[key] = value
+        self.shadow = {k: v.detach().clone() for k, v in self.live.items()}
 
     @paddle.no_grad()
-    def update(self, model: paddle.nn.Layer) -> None:
-        for key, value in model.state_dict().items():
-            if key in self.shadow:
-                self.shadow[key].set_value(self.decay * self.shadow[key]
-                                           + (1.0 - self.decay) * value.detach())
+    def update(self) -> None:
+        for key, shadow in self.shadow.items():
+            shadow.set_value(self.decay * shadow + (1.0 - self.decay) * self.live[key])
 
-    def swap(self, model: paddle.nn.Layer) -> None:
+    @paddle.no_grad()
+    def swap(self) -> None:
         """Exchange the model's weights with the averaged ones (call twice to undo)."""
-        state = model.state_dict()
-        current = {k: state[k].detach().clone() for k in self.shadow}
-        model.set_state_dict(self.shadow)
-        self.shadow = current
+        for key, shadow in self.shadow.items():
+            current = self.live[key].clone()
+            self.live[key].set_value(shadow)
+            shadow.set_value(current)
+
+    def state_dict(self) -> Dict[str, paddle.Tensor]:
+        """The averaged weights under every name the model's state dict uses."""
+        state = dict(self.shadow)
+        state.update({alias: self.shadow[key] for alias, key in self.aliases.items()})
+        return state
+
+    def set_state_dict(self, state: Mapping[str, Any]) -> None:
+        missing = sorted(set(self.shadow) - set(state))
+        if missing:
+            raise TrainError(f"The checkpoint's EMA weights lack {len(missing)} keys "
+                             f"(e.g. {missing[:3]}); was it written with another model?")
+        for key, shadow in self.shadow.items():
+            shadow.set_value(paddle.to_tensor(state[key], dtype=shadow.dtype))
 
 
 class Trainer:
@@ -117,7 +148,7 @@ class Trainer:
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.config = config
-        self.evaluate_fn = evaluate_fn
+        self.evaluate_fn = evaluate_fn or evaluate
         self.state = TrainState(metric_name=options.best_metric)
         self.world_size = paddle.distributed.get_world_size()
         self.rank = paddle.distributed.get_rank()
@@ -127,21 +158,30 @@ class Trainer:
         if self.amp_dtype and not self.on_gpu:
             logger.warning(f"--precision {options.precision} is ignored on CPU; training in fp32")
             self.amp_dtype = None
+        if options.early_stop_intervals and not options.do_eval:
+            # Often a config default (train_config): not worth refusing the run for.
+            logger.warning("early_stop_intervals is ignored without --do_eval (it counts "
+                           "evaluations)")
         self.scaler = None
         self.ema = None
         self.vdl = None
         self.history: List[Dict[str, float]] = []  # logged rows, also handy for tests
+        self._step_lr = 0.0  # the lr the latest optimizer step used
 
     # ------------------------------------------------------------------ setup
     def _prepare(self) -> None:
         opts = self.options
+        loaded: Dict[str, Any] = {}
         if opts.resume_model:
             loaded = load_checkpoint(opts.resume_model, self.model, self.optimizer)
             self.state = loaded["train_state"]
+            if self.state.metric_name != opts.best_metric and self.state.best_metric is not None:
+                logger.warning(f"The checkpoint tracked the best {self.state.metric_name}; "
+                               f"now tracking {opts.best_metric}, best_model starts afresh")
+                self.state.best_metric = self.state.best_iteration = None
+                self.state.evals_without_improvement = 0
             self.state.metric_name = opts.best_metric
             logger.info(f"Resumed from {opts.resume_model} at iter {self.state.iteration}")
-        if self.state.iteration >= opts.iters:
-            logger.info(f"Nothing to do: iteration {self.state.iteration} >= --iters {opts.iters}")
         if self.amp_dtype == "float16":
             self.scaler = paddle.amp.GradScaler(init_loss_scaling=1024)
         if self.amp_dtype and opts.amp_level == "O2":
@@ -149,11 +189,14 @@ class Trainer:
                 models=self.model, optimizers=self.optimizer, level="O2", dtype=self.amp_dtype)
         if opts.ema_decay:
             self.ema = EMA(self.model, opts.ema_decay)
+            if loaded.get("ema") is not None:
+                self.ema.set_state_dict(loaded["ema"])
+            elif opts.resume_model:
+                logger.info("The checkpoint has no EMA weights; the average starts from "
+                            "the resumed weights")
         self.train_model = self.model
         if self.world_size > 1:
-            if self.on_gpu:
-                self.model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-            self.train_model = paddle.DataParallel(self.model)
+            self._wrap_data_parallel()
         if self.is_main:
             os.makedirs(opts.save_dir, exist_ok=True)
             if self.config is not None:
@@ -163,21 +206,50 @@ class Trainer:
                 from visualdl import LogWriter
                 self.vdl = LogWriter(os.path.join(opts.save_dir, "vdl_log"))
 
+    def _wrap_data_parallel(self) -> None:
+        if not paddle.distributed.is_initialized():
+            paddle.distributed.init_parallel_env()
+        has_bn = any(isinstance(layer, paddle.nn.layer.norm._BatchNormBase)
+                     for layer in self.model.sublayers())
+        if self.on_gpu:
+            # Shares the BN parameters, so the optimizer and EMA built above still apply.
+            self.model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        elif has_bn and self.is_main:
+            logger.warning("Paddle has no CPU kernel for SyncBatchNorm: on CPU each process "
+                           "normalizes with its own batch's statistics, and the saved BN "
+                           "running statistics are rank 0's")
+        self.train_model = paddle.DataParallel(self.model)
+
     # ------------------------------------------------------------------ loop
     def train(self) -> TrainState:
         self._prepare()
         opts = self.options
         start = self.state.iteration
+        if start >= opts.iters:
+            logger.info(f"Nothing to do: iteration {start} >= --iters {opts.iters}")
+            self._close()
+            return self.state
         loader = build_dataloader(self.train_dataset, opts.batch_size, mode="train",
                                   num_workers=opts.num_workers, seed=opts.seed,
                                   rank=self.rank, world_size=self.world_size,
                                   start_iter=start)
         batches = iter(loader)
+        bar = self._progress_bar(start)
+        try:
+            self._loop(batches, bar, start)
+        finally:
+            batches.close()  # shuts the loader's worker processes down now, not at exit
+            if bar is not None:
+                bar.close()
+            self._close()
+        return self.state
+
+    def _loop(self, batches: Iterator[Dict[str, Any]], bar: Any, start: int) -> None:
+        opts = self.options
         self.train_model.train()
         loss_sum = paddle.zeros([])
         window = {"batch": 0.0, "reader": 0.0, "n": 0}
         run_start = time.perf_counter()
-        bar = self._progress_bar(start)
         iteration = start
         tic = time.perf_counter()
         while iteration < opts.iters:
@@ -205,11 +277,11 @@ class Trainer:
                                 f"improvement in {opts.early_stop_intervals} evaluations")
                     break
             tic = time.perf_counter()
-        if bar is not None:
-            bar.close()
+
+    def _close(self) -> None:
         if self.vdl is not None:
             self.vdl.close()
-        return self.state
+            self.vdl = None
 
     def _step(self, batch: Dict[str, Any]) -> paddle.Tensor:
         img, label = batch["img"], batch["label"]
@@ -228,10 +300,12 @@ class Trainer:
         else:
             loss.backward()
             self.optimizer.step()
-        self.lr_scheduler.step()
+        self._step_lr = self.optimizer.get_lr()  # what this step used; logged like PaddleSeg
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
         self.optimizer.clear_grad()
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update()
         return loss
 
     # ------------------------------------------------------------------ every N iterations
@@ -251,12 +325,12 @@ class Trainer:
         done = iteration - start
         elapsed = time.perf_counter() - run_start
         eta = elapsed / max(done, 1) * (opts.iters - iteration)
-        lr = self.optimizer.get_lr()
+        lr = self._step_lr
         ips = opts.batch_size * self.world_size / max(batch_cost, 1e-12)
         epoch = (iteration - 1) * opts.batch_size * self.world_size // max(
             len(self.train_dataset), 1) + 1
-        row = {"iter": iteration, "loss": loss, "lr": lr, "batch_cost": batch_cost,
-               "reader_cost": reader_cost, "ips": ips}
+        row = {"iter": iteration, "epoch": epoch, "loss": loss, "lr": lr,
+               "batch_cost": batch_cost, "reader_cost": reader_cost, "ips": ips}
         self.history.append(row)
         if not self.is_main:
             return
@@ -271,27 +345,27 @@ class Trainer:
         """Evaluate (if asked), save ``iter_N`` and ``best_model``; True to stop early."""
         opts = self.options
         stop = False
-        metrics = None
-        if opts.do_eval and self.evaluate_fn is not None:
+        if opts.do_eval:
             if self.ema is not None:
-                self.ema.swap(self.model)
-            metrics = self.evaluate_fn(self.model, self.val_dataset, self.num_classes,
-                                       num_workers=opts.num_workers, **opts.eval_options)
-            if self.ema is not None:
-                self.ema.swap(self.model)
-            stop = self._track_best(iteration, metrics)
+                self.ema.swap()  # evaluate (and keep as best) the averaged weights
+            try:
+                metrics = self.evaluate_fn(self.model, self.val_dataset, self.num_classes,
+                                           num_workers=opts.num_workers, **opts.eval_options)
+                stop = self._track_best(iteration, metrics)
+                if self.state.best_iteration == iteration and self.is_main:
+                    # Before iter_N: a crash in between leaves a state.json that does not
+                    # yet claim this best, and the resumed run evaluates it again.
+                    save_checkpoint(os.path.join(opts.save_dir, "best_model"), self.model, None,
+                                    self.state, self.config)
+            finally:
+                if self.ema is not None:
+                    self.ema.swap()
         if self.is_main:
-            folder = save_checkpoint(os.path.join(opts.save_dir, f"iter_{iteration}"), self.model,
-                                     self.optimizer, self.state, self.config)
+            ema_state = self.ema.state_dict() if self.ema is not None else None
+            folder = save_checkpoint(os.path.join(opts.save_dir, f"iter_{iteration}"),
+                                     self.model, self.optimizer, self.state, self.config,
+                                     ema_state=ema_state)
             prune_checkpoints(opts.save_dir, opts.keep_checkpoint_max)
-            if metrics is not None and self.state.best_iteration == iteration:
-                # The best model is the one that was evaluated: the EMA weights when enabled.
-                if self.ema is not None:
-                    self.ema.swap(self.model)
-                save_checkpoint(os.path.join(opts.save_dir, "best_model"), self.model, None,
-                                self.state, self.config)
-                if self.ema is not None:
-                    self.ema.swap(self.model)
             logger.info(f"Saved checkpoint {folder}")
         return stop
 

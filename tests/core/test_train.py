@@ -1,0 +1,400 @@
+"""The training engine: loss, lr schedule, exact resume, checkpoints, best model, early
+stop, EMA, bad options, VisualDL and 2-process data parallelism, on a tiny UNet
+(base_channels 4) and a tiny generic-layout dataset written to a temporary folder."""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import subprocess
+import sys
+from typing import Any, Dict, List
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dist_train_worker import REPO, build_parts, weights_of, write_tiny_dataset  # noqa: E402
+
+from paddleseg_unet.core.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from paddleseg_unet.core.train import EMA, Trainer, TrainError, TrainOptions  # noqa: E402
+from paddleseg_unet.datasets import Dataset  # noqa: E402
+from paddleseg_unet.utils.logger import logger  # noqa: E402
+from paddleseg_unet.utils.weights import load_pdparams  # noqa: E402
+
+NORMALIZE = [{"type": "Normalize"}]
+TRAIN_LINE = re.compile(
+    r"^\[TRAIN\] epoch: (\d+), iter: (\d+)/(\d+), loss: (\d+\.\d{4}), lr: (\d+\.\d{6}), "
+    r"batch_cost: \d+\.\d{4}, reader_cost: \d+\.\d{5}, ips: \d+\.\d{4} samples/sec "
+    r"\| ETA \d\d:\d\d:\d\d$")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """6 train + 2 val images, 40x40."""
+    return write_tiny_dataset(str(tmp_path_factory.mktemp("tiny_ds")))
+
+
+@pytest.fixture
+def log_lines():
+    lines: List[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Collect()
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
+
+
+def val_dataset(root: str) -> Dataset:
+    return Dataset(root, NORMALIZE, 2, "val", val_path="val_list.txt")
+
+
+def make_trainer(root: str, save_dir: str, iters: int, parts_kw: Dict[str, Any] = None,
+                 **options: Any) -> Trainer:
+    model, dataset, loss, opt, scheduler = build_parts(root, iters, **(parts_kw or {}))
+    evaluate_fn = options.pop("evaluate_fn", None)
+    options.setdefault("batch_size", 2)
+    opts = TrainOptions(iters=iters, save_dir=save_dir, **options)
+    val = val_dataset(root) if opts.do_eval else None
+    return Trainer(model, dataset, loss, opt, scheduler, opts, val_dataset=val, num_classes=2,
+                   evaluate_fn=evaluate_fn)
+
+
+def scripted_metrics(values: List[float], seen: List[Dict[str, np.ndarray]] = None):
+    """An evaluate_fn returning the next of ``values`` as mDice (and a falling mIoU, which
+    must not decide best_model when the metric is Dice); records the evaluated weights."""
+    remaining = list(values)
+
+    def evaluate_fn(model: paddle.nn.Layer, dataset: Any, num_classes: int, **kw: Any):
+        if seen is not None:
+            seen.append(weights_of(model))
+        value = remaining.pop(0)
+        return {"mdice": value, "miou": 1.0 - value}
+
+    return evaluate_fn
+
+
+def numpy_ce(logits: np.ndarray, label: np.ndarray) -> float:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_prob = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    picked = np.take_along_axis(log_prob, label[:, None].astype(np.int64), axis=1)
+    return float(-picked.mean())
+
+
+# ----------------------------------------------------------------------------- training
+def test_loss_decreases_on_fixed_batch(tmp_path):
+    # Two training images and batch 2, no augmentation: every step sees the same batch.
+    small = write_tiny_dataset(str(tmp_path / "ds"), num_images=3, size=32, num_val=1)
+    trainer = make_trainer(small, str(tmp_path / "out"), 8, {"transforms": NORMALIZE},
+                           log_iters=1, save_interval=100)
+    names = [line.split()[0] for line in open(os.path.join(small, "train_list.txt"))]
+    imgs = [cv2.cvtColor(cv2.imread(os.path.join(small, n)), cv2.COLOR_BGR2RGB) for n in names]
+    batch = ((np.stack(imgs).astype(np.float32) / 255 - 0.5) / 0.5).transpose(0, 3, 1, 2)
+    labels = np.stack([cv2.imread(os.path.join(small, "labels", os.path.basename(n)), 0)
+                       for n in names])
+
+    def batch_loss() -> float:  # independent of the trainer: numpy CE of the raw logits
+        trainer.model.train()
+        with paddle.no_grad():
+            return numpy_ce(trainer.model(paddle.to_tensor(batch))[0].numpy(), labels)
+
+    before = batch_loss()
+    trainer.train()
+    after = batch_loss()
+    losses = [row["loss"] for row in trainer.history]
+    assert len(losses) == 8
+    assert losses[0] == pytest.approx(before, rel=1e-4)  # the trainer optimizes this CE
+    assert after < 0.8 * before and losses[-1] < losses[0]
+
+
+def test_logged_lr_follows_schedule_and_log_line(root, tmp_path, log_lines):
+    iters, warmup, peak, start_lr = 7, 2, 0.01, 0.001
+    schedule = {"type": "PolynomialDecay", "learning_rate": peak, "power": 0.9,
+                "warmup_iters": warmup, "warmup_start_lr": start_lr}
+    trainer = make_trainer(root, str(tmp_path), iters, {"lr_scheduler": schedule},
+                           log_iters=1, save_interval=100)
+    trainer.train()
+    t = np.arange(iters)  # step t uses the lr of scheduler step t
+    decay = np.clip(t - warmup, 0, iters - warmup) / (iters - warmup)
+    expected = np.where(t < warmup, start_lr + (peak - start_lr) * t / warmup,
+                        peak * (1 - decay) ** 0.9)
+    np.testing.assert_allclose([row["lr"] for row in trainer.history], expected, rtol=1e-9)
+    assert expected[-1] > 0  # the last step's lr, not the (zero) one after it
+    rows = [m for m in map(TRAIN_LINE.match, log_lines) if m]
+    assert len(rows) == iters
+    # 6 training images, batch 2: three iterations per epoch.
+    assert [(int(m[1]), int(m[2]), int(m[3])) for m in rows] == [
+        ((i - 1) * 2 // 6 + 1, i, iters) for i in range(1, iters + 1)]
+    assert [float(m[5]) for m in rows] == [float(f"{v:.6f}") for v in expected]
+
+
+def test_resume_gives_the_same_losses_and_weights(root, tmp_path):
+    """K steps, a crash, resume for K more == 2K uninterrupted steps, bit for bit (Paddle's
+    CPU kernels are deterministic for a fixed thread count), with data workers and EMA."""
+    k, common = 3, dict(num_workers=2, save_interval=3, log_iters=1, ema_decay=0.9)
+    full = make_trainer(root, str(tmp_path / "full"), 2 * k, **common)
+    full.train()
+
+    class Crash(Exception):
+        pass
+
+    first = make_trainer(root, str(tmp_path / "cut"), 2 * k, **common)
+    save = first._evaluate_and_save
+
+    def save_then_crash(iteration: int) -> bool:
+        save(iteration)
+        raise Crash
+
+    first._evaluate_and_save = save_then_crash
+    with pytest.raises(Crash):
+        first.train()
+    # A model built after others gets other internal parameter names than the saved
+    # ones: the optimizer state must still find its parameters.
+    resumed = make_trainer(root, str(tmp_path / "cut"), 2 * k,
+                           resume_model=str(tmp_path / "cut" / f"iter_{k}"), **common)
+    resumed.train()
+    assert [r["iter"] for r in resumed.history] == [4, 5, 6]
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history[k:]]
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in full.history[k:]]
+    final_full, final_resumed = weights_of(full.model), weights_of(resumed.model)
+    for key, value in final_full.items():
+        np.testing.assert_array_equal(final_resumed[key], value, err_msg=key)
+    ema_full = load_pdparams(str(tmp_path / "full" / "iter_6" / "ema.pdparams"))
+    ema_resumed = load_pdparams(str(tmp_path / "cut" / "iter_6" / "ema.pdparams"))
+    for key, value in ema_full.items():
+        np.testing.assert_array_equal(ema_resumed[key], value, err_msg=key)
+
+
+def test_keep_checkpoint_max_and_best_model_survive_resume(root, tmp_path):
+    save_dir = str(tmp_path)
+    seen: List[Dict[str, np.ndarray]] = []
+    trainer = make_trainer(root, save_dir, 6, save_interval=1, keep_checkpoint_max=2,
+                           do_eval=True, best_metric="Dice",
+                           evaluate_fn=scripted_metrics([0.3, 0.5, 0.4, 0.45], seen))
+    trainer.options.iters = 4  # the schedule is built for 6; stop after 4 (a killed run)
+    trainer.train()
+    assert sorted(os.listdir(save_dir)) == ["best_model", "iter_3", "iter_4"]
+    best = os.path.join(save_dir, "best_model")
+    state = load_checkpoint(best, build_parts(root, 6)[0])["train_state"]
+    assert (state.best_iteration, state.best_metric, state.metric_name) == (2, 0.5, "Dice")
+    best_weights = load_pdparams(os.path.join(best, "model.pdparams"))
+    for key, value in seen[1].items():  # the weights evaluated at iter 2
+        np.testing.assert_array_equal(best_weights[key], value, err_msg=key)
+
+    # Resumed, 0.45 at iter 5 is no improvement over the 0.5 kept in state.json.
+    resumed = make_trainer(root, save_dir, 6, save_interval=1, keep_checkpoint_max=2,
+                           do_eval=True, best_metric="Dice",
+                           resume_model=os.path.join(save_dir, "iter_4"),
+                           evaluate_fn=scripted_metrics([0.45, 0.6]))
+    resumed.options.iters = 5
+    resumed.train()
+    assert (resumed.state.best_iteration, resumed.state.best_metric) == (2, 0.5)
+    assert resumed.state.evals_without_improvement == 3
+    again = load_pdparams(os.path.join(best, "model.pdparams"))
+    assert all(np.array_equal(again[k], best_weights[k]) for k in best_weights)
+    assert sorted(os.listdir(save_dir)) == ["best_model", "iter_4", "iter_5"]
+
+
+def test_early_stop_after_n_evaluations_without_improvement(root, tmp_path, log_lines):
+    trainer = make_trainer(root, str(tmp_path), 10, save_interval=1, do_eval=True, log_iters=1,
+                           early_stop_intervals=2, best_metric="mIoU",
+                           evaluate_fn=scripted_metrics([0.5, 0.25, 0.75, 0.5, 0.0]))
+    state = trainer.train()  # mIoU 0.5, 0.75, 0.25, 0.5: 2 evaluations without gain
+    assert state.iteration == 4 and state.evals_without_improvement == 2
+    assert (state.best_iteration, state.best_metric) == (2, 0.75)
+    assert trainer.history[-1]["iter"] == 4
+    assert not os.path.exists(tmp_path / "iter_5")
+    assert any(line.startswith("Early stop at iter 4") for line in log_lines)
+
+
+def test_unknown_best_metric_names_the_available_ones(root, tmp_path):
+    trainer = make_trainer(root, str(tmp_path), 2, save_interval=1, do_eval=True,
+                           best_metric="AUC", evaluate_fn=scripted_metrics([0.5]))
+    with pytest.raises(TrainError, match=r"--best_metric 'AUC'.*mdice, miou.*auc_roc"):
+        trainer.train()
+
+
+# ----------------------------------------------------------------------------- bad options
+@pytest.mark.parametrize("options, message", [
+    (dict(precision="fp8"), r"--precision must be one of fp32, fp16, bf16, got 'fp8'"),
+    (dict(do_eval=True), r"--do_eval needs a val_dataset"),
+    (dict(amp_level="O3"), r"--amp_level must be O1 or O2"),
+    (dict(batch_size=0), r"--batch_size must be a positive integer"),
+    (dict(early_stop_intervals=0), r"--early_stop_intervals must be a positive integer"),
+    (dict(ema_decay=1.5), r"--ema_decay must be in \(0, 1\)"),
+])
+def test_bad_options_raise_clear_errors(root, tmp_path, options, message):
+    model, dataset, loss, opt, scheduler = build_parts(root, 2)
+    opts = TrainOptions(iters=2, batch_size=options.pop("batch_size", 2),
+                        save_dir=str(tmp_path), **options)
+    with pytest.raises(TrainError, match=message):
+        Trainer(model, dataset, loss, opt, scheduler, opts)
+
+
+def test_resume_without_weights_names_the_file(root, tmp_path):
+    folder = tmp_path / "iter_2"
+    folder.mkdir()
+    (folder / "state.json").write_text('{"train_state": {"iteration": 2}}')
+    trainer = make_trainer(root, str(tmp_path), 4, resume_model=str(folder))
+    with pytest.raises(CheckpointError, match=re.escape(str(folder / "model.pdparams"))):
+        trainer.train()
+
+
+def test_cli_prints_one_line_error(root, tmp_path):
+    config = tmp_path / "tiny.yml"
+    config.write_text(f"""batch_size: 2
+iters: 4
+train_dataset: {{type: Dataset, dataset_root: {root}, num_classes: 2, mode: train,
+                train_path: train_list.txt, transforms: [{{type: Normalize}}]}}
+model: {{type: UNet, num_classes: 2, base_channels: 4}}
+loss: {{types: [{{type: CrossEntropyLoss}}], coef: [1]}}
+optimizer: {{type: Adam}}
+lr_scheduler: {{type: PolynomialDecay, learning_rate: 0.01}}
+""")
+    empty = tmp_path / "out" / "iter_2"
+    empty.mkdir(parents=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("PADDLESEG_UNET_DEBUG", None)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "train.py"), "--config", str(config),
+         "--save_dir", str(tmp_path / "out"), "--resume_model", str(empty)],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(empty / "model.pdparams") in errors[0], proc.stderr
+
+
+def test_fp16_on_cpu_is_ignored_and_trains_fp32(root, tmp_path, log_lines):
+    trainer = make_trainer(root, str(tmp_path), 2, precision="fp16", save_interval=100,
+                           early_stop_intervals=2)
+    assert any("--precision fp16 is ignored on CPU; training in fp32" in line
+               for line in log_lines)
+    assert any("early_stop_intervals is ignored without --do_eval" in line
+               for line in log_lines)
+    trainer.train()
+    assert trainer.amp_dtype is None and trainer.scaler is None
+    assert all(p.dtype == paddle.float32 for p in trainer.model.parameters())
+    assert np.isfinite(trainer.history[-1]["loss"])
+
+
+# ----------------------------------------------------------------------------- EMA
+def test_ema_matches_numpy_and_swaps_exactly():
+    from paddleseg_unet.models.unet import UNet
+
+    paddle.seed(1)
+    model = UNet(2, base_channels=4)
+    opt = paddle.optimizer.SGD(0.1, parameters=model.parameters())
+    decay = 0.8
+    ema = EMA(model, decay)
+    expected = weights_of(model)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = paddle.to_tensor(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
+        (model(x)[0] ** 2).mean().backward()
+        opt.step()
+        opt.clear_grad()
+        ema.update()
+        now = weights_of(model)
+        expected = {k: decay * expected[k] + (1 - decay) * now[k] for k in expected}
+    assert any("_mean" in k for k in ema.shadow)  # BN statistics are averaged too
+    for key, value in ema.state_dict().items():
+        np.testing.assert_allclose(value.numpy(), expected[key], rtol=1e-6, atol=1e-7,
+                                   err_msg=key)
+    raw = weights_of(model)
+    ema.swap()
+    for key, value in weights_of(model).items():
+        np.testing.assert_allclose(value, expected[key], rtol=1e-6, atol=1e-7, err_msg=key)
+    ema.swap()
+    assert all(np.array_equal(v, raw[k]) for k, v in weights_of(model).items())
+
+
+def test_evaluation_and_best_model_use_ema_weights(root, tmp_path):
+    decay, seen = 0.5, []
+    trainer = make_trainer(root, str(tmp_path), 3, save_interval=3, do_eval=True,
+                           ema_decay=decay, evaluate_fn=scripted_metrics([0.5], seen))
+    snapshots = [weights_of(trainer.model)]
+    step = trainer._step
+
+    def step_and_record(batch):
+        loss = step(batch)
+        snapshots.append(weights_of(trainer.model))
+        return loss
+
+    trainer._step = step_and_record
+    trainer.train()
+    expected = snapshots[0]
+    for now in snapshots[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * now[k] for k in expected}
+    best = load_pdparams(str(tmp_path / "best_model" / "model.pdparams"))
+    for key in expected:
+        np.testing.assert_allclose(seen[0][key], expected[key], rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(best[key], seen[0][key])
+    # Training goes on with (and iter_N holds) the raw weights, not the average.
+    raw = load_pdparams(str(tmp_path / "iter_3" / "model.pdparams"))
+    for key, value in weights_of(trainer.model).items():
+        np.testing.assert_array_equal(value, snapshots[-1][key])
+        np.testing.assert_array_equal(raw[key], value)
+
+
+# ----------------------------------------------------------------------------- VisualDL
+def test_visualdl_logs_train_and_eval_scalars(root, tmp_path):
+    pytest.importorskip("visualdl")
+    from visualdl import LogReader
+
+    trainer = make_trainer(root, str(tmp_path), 4, log_iters=2, save_interval=4,
+                           do_eval=True, use_vdl=True, best_metric="Dice",
+                           eval_options={"progress": False})
+    trainer.train()  # the real evaluate() on the 2 val images
+    files = glob.glob(str(tmp_path / "vdl_log" / "*"))
+    assert len(files) == 1 and os.path.getsize(files[0]) > 0
+    reader = LogReader(file_path=files[0])
+    assert {"Train/loss", "Train/lr", "Evaluate/mdice"} <= set(reader.get_tags()["scalar"])
+    loss = reader.get_data("scalar", "Train/loss")
+    assert [r.id for r in loss] == [2, 4]
+    np.testing.assert_allclose([r.value for r in loss],
+                               [row["loss"] for row in trainer.history], rtol=1e-6)
+    dice = reader.get_data("scalar", "Evaluate/mdice")
+    assert [r.id for r in dice] == [4]
+    assert dice[0].value == pytest.approx(trainer.state.best_metric, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- 2 processes
+def test_two_processes_match_one_process_with_double_batch(root, tmp_path):
+    """``paddle.distributed.launch --nproc_per_node 2`` on CPU (gloo): 2 ranks x batch 2
+    give the weights of 1 process x batch 4 on the same samples. BN uses its running
+    statistics in both (no CPU SyncBatchNorm), SGD with momentum."""
+    iters, out = 3, tmp_path / "dist"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+         "--log_dir", str(out / "log"), os.path.join(os.path.dirname(__file__),
+                                                     "dist_train_worker.py"),
+         "--root", root, "--out", str(out), "--iters", str(iters), "--batch_size", "2"],
+        capture_output=True, text=True, env=env, timeout=150, cwd=str(tmp_path))
+    logs = "".join(open(p).read()[-2000:] for p in glob.glob(str(out / "log" / "workerlog.*")))
+    assert proc.returncode == 0, proc.stdout[-2000:] + logs
+    ranks = [dict(np.load(out / f"rank{r}.npz")) for r in (0, 1)]
+    assert int(ranks[0].pop("world_size")) == 2
+    ranks[1].pop("world_size")
+    model, dataset, loss, opt, scheduler = build_parts(
+        root, iters, optimizer={"type": "SGD", "momentum": 0.9}, global_bn_stats=True)
+    single = Trainer(model, dataset, loss, opt, scheduler,
+                     TrainOptions(iters=iters, batch_size=4, save_dir=str(tmp_path / "one"),
+                                  save_interval=iters, log_iters=1))
+    single.train()
+    ranks[0].pop("losses"), ranks[1].pop("losses")
+    moved = 0.0
+    initial = weights_of(build_parts(root, iters)[0])
+    for key, value in weights_of(model).items():
+        np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)
+        np.testing.assert_allclose(ranks[0][key], value, rtol=1e-5, atol=1e-7, err_msg=key)
+        moved = max(moved, float(np.abs(value - initial[key]).max()))
+    assert moved > 1e-3  # the comparison is of trained weights, not of the initial ones
