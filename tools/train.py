@@ -69,11 +69,6 @@ def main(argv: Optional[List[str]] = None) -> None:
                       purpose="train")
     if args.do_eval:
         cfg.validate("val")
-    setup_device(args.device, args.num_threads)
-    if world_size > 1:
-        paddle.distributed.init_parallel_env()
-    paddle.seed(args.seed)
-    builder = SegBuilder(cfg)
     train_config = cfg.train_config
     eval_options = inference_options(args, cfg.test_config)
     eval_options["auc_roc"] = bool(cfg.test_config.get("auc_roc", False))
@@ -88,6 +83,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         ema_decay=args.ema_decay or train_config.get("ema_decay"),
         best_metric=args.best_metric or train_config.get("best_metric", "mIoU"),
         eval_options=eval_options)
+    options.check()  # bad flags fail before anything is built
+    setup_device(args.device, args.num_threads)
+    if world_size > 1:
+        paddle.distributed.init_parallel_env()
+    paddle.seed(args.seed)
+    builder = SegBuilder(cfg)
     model = builder.model
     trainer = Trainer(model, builder.train_dataset, builder.loss, builder.optimizer(),
                       builder.lr_scheduler, options,
