@@ -24,8 +24,11 @@ setup(
     extras_require={
         "cpu": ["paddlepaddle>=3.0,<4"],
         "gpu": ["paddlepaddle-gpu>=3.0,<4"],
-        # scikit-learn is the independent reference for AUC-ROC and Kappa in the tests.
-        "test": ["pytest>=7", "scikit-learn>=1.2"],
+        # Export to ONNX and the ONNX Runtime backend (the fast CPU path).
+        "onnx": ["paddle2onnx>=2.0,<3", "onnxruntime>=1.17"],
+        # scikit-learn is the independent reference for AUC-ROC and Kappa in the tests;
+        # the export tests need the ONNX tools too.
+        "test": ["pytest>=7", "scikit-learn>=1.2", "paddle2onnx>=2.0,<3", "onnxruntime>=1.17"],
     },
     entry_points={},
 )

@@ -1,7 +1,9 @@
 """Evaluate weights on a config's val set:
 ``python tools/val.py --config configs/unet/unet_drive_128x128_40k.yml --model_path unet_drive_128x128_40k``.
 
-``--model_path`` takes a file, an http(s) URL or a model-zoo name. Metrics: mIoU, Acc,
+``--model_path`` takes a file, an http(s) URL or a model-zoo name. An exported model
+(tools/export.py) runs with ``--backend inference|onnxruntime --model_dir DIR``, with the
+preprocessing of DIR/deploy.yaml. Metrics: mIoU, Acc,
 Kappa, Dice (+ per class), vessel Dice / sensitivity / specificity for two classes, and
 AUC-ROC (``--auc_roc`` or ``test_config.auc_roc``) from constant-memory histograms.
 """
@@ -14,16 +16,16 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_unet.utils.cli import add_config_args, add_inference_args, inference_options, run_cli  # noqa: E402
+from paddleseg_unet.core.backends import add_backend_args  # noqa: E402
+from paddleseg_unet.utils.cli import (add_config_args, add_inference_args, add_model_path_arg,  # noqa: E402
+                                      apply_model_path, inference_options, run_cli)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
-    parser.add_argument("--model_path", default=None,
-                        help="weights: a .pdparams file, an http(s) URL or a zoo name "
-                             "(default: model.pretrained of the config)")
+    add_model_path_arg(parser)
     parser.add_argument("--allow_partial", action="store_true",
                         help="evaluate even if some weights are missing or mis-shaped")
     parser.add_argument("--auc_roc", default=None, type=lambda s: s.lower() in ("1", "true", "on", "yes"),
@@ -36,6 +38,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=1,
                         help="images per forward for whole-image evaluation of equal-sized images")
     parser.add_argument("--save_json", default=None, help="write every metric to this JSON file")
+    add_backend_args(parser)
     add_inference_args(parser)
     return parser.parse_args(argv)
 
@@ -44,12 +47,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     import paddle
 
+    from paddleseg_unet.core.backends import backend_from_args, exported_val_dataset
     from paddleseg_unet.core.evaluate import evaluate, save_results_json
     from paddleseg_unet.cvlibs.builder import SegBuilder
     from paddleseg_unet.cvlibs.config import load_config
     from paddleseg_unet.utils.device import setup_device
     from paddleseg_unet.utils.logger import setup_logger
-    from paddleseg_unet.utils.weights import load_weights
 
     setup_logger(rank=paddle.distributed.get_rank())
     cfg = load_config(args.config, opts=args.opts, purpose="val")
@@ -57,17 +60,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     if paddle.distributed.get_world_size() > 1:
         paddle.distributed.init_parallel_env()
     builder = SegBuilder(cfg)
-    model = builder.model
-    weights = args.model_path or cfg["model"].get("pretrained")
-    if not weights:
-        raise SystemExit("error: give --model_path (a file, URL or zoo name) or set "
-                         "model.pretrained in the config")
-    if args.model_path:
-        load_weights(model, args.model_path, strict=not args.allow_partial)
     options = inference_options(args, cfg.test_config)
     auc = args.auc_roc if args.auc_roc is not None else bool(cfg.test_config.get("auc_roc"))
     use_fov = args.use_fov or bool(cfg.test_config.get("use_fov", False))
-    results = evaluate(model, builder.val_dataset, builder.num_classes, auc_roc=auc,
+    backend = backend_from_args(args)
+    if backend is not None:
+        model, dataset = backend, exported_val_dataset(builder, backend, auc)
+    else:
+        model, dataset = builder.model, builder.val_dataset
+        apply_model_path(model, args.model_path, cfg["model"].get("pretrained"),
+                         strict=not args.allow_partial)
+    results = evaluate(model, dataset, builder.num_classes, auc_roc=auc,
                        use_fov=use_fov, num_workers=args.num_workers,
                        batch_size=args.batch_size, **options)
     if args.save_json and paddle.distributed.get_rank() == 0:

@@ -191,11 +191,11 @@ class UNet(nn.Layer):
         shape = list(x.shape)
         if len(shape) != 4:
             raise ValueError(f"UNet expects an NCHW batch, got a tensor of shape {shape}")
-        # Static-graph export marks unknown sizes with -1: check only known ones.
+        # Static-graph export marks unknown sizes with -1 (or a graph value): check known ones.
         if shape[1] > 0 and shape[1] != self.in_channels:
             raise ValueError(f"UNet was built with in_channels={self.in_channels} but got "
                              f"an input with {shape[1]} channels (shape {shape})")
-        known = [s for s in shape[2:] if s > 0]
+        known = [s for s in shape[2:] if isinstance(s, int) and s > 0]
         if known and min(known) < MIN_INPUT_SIZE:
             raise ValueError(f"UNet needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} "
                              f"pixels (four 2x poolings), got {shape[2]}x{shape[3]}")

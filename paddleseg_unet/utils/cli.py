@@ -21,6 +21,25 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for Paddle (default: OMP_NUM_THREADS, else all cores)")
 
 
+def add_model_path_arg(parser: argparse.ArgumentParser, what: str = "weights") -> None:
+    parser.add_argument("--model_path", default=None,
+                        help=f"{what}: a .pdparams file, a save_dir/iter_N folder, an http(s) "
+                             f"URL or a model-zoo name (default: model.pretrained of the config)")
+
+
+def apply_model_path(model: Any, model_path: Optional[str], pretrained: Optional[str],
+                     strict: bool = True) -> None:
+    """Load ``--model_path`` into ``model``; without it the config's ``model.pretrained``
+    (already loaded when the model was built) must be set: random weights are an error."""
+    if model_path:
+        from paddleseg_unet.utils.weights import load_weights
+
+        load_weights(model, model_path, strict=strict)
+    elif not pretrained:
+        raise SystemExit("error: give --model_path (a file, URL or zoo name) or set "
+                         "model.pretrained in the config; random weights would be meaningless")
+
+
 def add_inference_args(parser: argparse.ArgumentParser) -> None:
     """Flip / multi-scale / sliding-window flags, as PaddleSeg's val.py and predict.py."""
     group = parser.add_argument_group("inference")
