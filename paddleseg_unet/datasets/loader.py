@@ -274,14 +274,6 @@ class ReaderCostTimer:
             yield item
 
 
-def _init_worker(worker_id: int) -> None:
-    # Each worker is its own process: one OpenCV thread apiece avoids oversubscribing
-    # the cores the workers already share. No RNG is seeded here: samples use their keys.
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 class SegDataLoader:
     """Iterable over collated batches: dicts whose arrays paddle made into Tensors.
 
@@ -348,6 +340,8 @@ def build_dataloader(dataset: Any, batch_size: int, mode: Optional[str] = None,
     loader = paddle.io.DataLoader(
         _ErrorsInBand(dataset), batch_sampler=sampler,
         collate_fn=_CollateErrorsInBand(collate), num_workers=num_workers,
-        use_shared_memory=use_shared_memory and num_workers > 0,
-        worker_init_fn=_init_worker if num_workers > 0 else None)
+        use_shared_memory=use_shared_memory and num_workers > 0)
+    # No worker_init_fn: calling cv2.setNumThreads in a forked worker can deadlock in
+    # pthread_cond_destroy when the parent's OpenCV pool was busy at fork time (seen in the
+    # test suite). Workers need no seeding either: samples carry their own keys.
     return SegDataLoader(loader, sampler, mode)
