@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from typing import Any, Dict, Optional, Sequence
 
@@ -18,6 +17,7 @@ import paddle
 from paddleseg_unet.core.infer import aug_inference
 from paddleseg_unet.core.metrics import SegMetricAccumulator
 from paddleseg_unet.datasets.loader import build_dataloader
+from paddleseg_unet.utils.io import atomic_write
 from paddleseg_unet.utils.logger import logger
 
 # Metric names as users type them (PaddleSeg's spelling) -> the accumulator's keys.
@@ -173,9 +173,6 @@ def save_results_json(results: Dict[str, Any], path: str, flags: Dict[str, Any])
         return value
 
     payload = clean(dict(results, flags=flags))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
     logger.info(f"Metrics written to {path}")

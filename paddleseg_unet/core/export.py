@@ -40,7 +40,8 @@ import paddle.nn.functional as F
 import yaml
 
 from paddleseg_unet.utils.logger import logger
-from paddleseg_unet.utils.visualize import atomic_write_bytes, get_class_names, get_color_map
+from paddleseg_unet.utils.io import atomic_write_bytes
+from paddleseg_unet.utils.visualize import get_class_names, get_color_map
 
 __all__ = ["ExportError", "OUTPUT_OPS", "DEPLOY_FILE", "ExportHead", "deploy_transforms",
            "export_model", "export_onnx", "parse_input_shape", "ConfigDeployInfo",

@@ -18,6 +18,7 @@ import yaml
 
 from paddleseg_unet.cvlibs.registry import (DATASETS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS,
                                             TRANSFORMS, Registry)
+from paddleseg_unet.utils.io import atomic_write
 
 BASE_KEY = "_base_"
 INHERIT_KEY = "_inherited_"
@@ -340,12 +341,9 @@ class Config:
 
     def dump(self, path: str) -> None:
         """Write the resolved config (no ``_base_``) atomically."""
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_write(path, "w", encoding="utf-8") as f:
             f.write(f"# resolved from {self.path}\n")
             f.write(self.to_yaml())
-        os.replace(tmp, path)
 
     def __repr__(self) -> str:
         return f"Config({self.path!r})"

@@ -19,16 +19,17 @@ import io
 import math
 import os
 import re
-import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from paddleseg_unet.utils.io import atomic_write_bytes
+
 __all__ = [
     "VisualizeError", "CITYSCAPES_CLASSES", "CITYSCAPES_COLORS", "VESSEL_CLASSES",
     "VESSEL_COLORS", "VESSEL_DATASETS", "voc_color_map", "get_color_map", "get_class_names",
-    "colorize", "blend", "atomic_write_bytes", "save_palette_png", "save_rgb_image",
+    "colorize", "blend", "save_palette_png", "save_rgb_image",
     "save_prob_png", "Curves", "parse_train_log", "read_vdl_log", "read_training_curves",
     "plot_training_curves",
 ]
@@ -144,22 +145,6 @@ def blend(image: np.ndarray, color: np.ndarray, weight: float = 0.4,
 
 
 # ----------------------------------------------------------------------------- files
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder + ``os.replace``,
-    so a reader never sees a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_palette_png(pred: np.ndarray, color_map: np.ndarray, path: str) -> None:
     """Save class ids as a palette ("P" mode) PNG: pixel values are the class ids, the
     palette holds ``color_map`` (unused entries black)."""

@@ -13,12 +13,13 @@ import hashlib
 import io
 import os
 import pickle
-import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
+
+from paddleseg_unet.utils.io import atomic_write
 
 from paddleseg_unet.utils.logger import logger
 
@@ -222,19 +223,8 @@ def save_pdparams(state: Mapping[str, Any], path: str) -> None:
             arrays[str(key)] = _to_numpy(value, key)
         except WeightsError as e:
             raise WeightsError(f"Saving {path!r}: {e}") from None
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pdparams", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(arrays, f, protocol=4)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        pickle.dump(arrays, f, protocol=4)
 
 
 # --------------------------------------------------------------------------- applying
