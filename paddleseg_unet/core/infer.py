@@ -275,9 +275,10 @@ def aug_inference(model: Callable[..., Any], img: paddle.Tensor,
     back and resized to ``H x W``.
 
     ``average='logit'`` (the compat contract) returns the mean of the raw logits.
-    ``average='prob'`` (MMSegmentation's choice) returns the mean of the softmax
-    probabilities; PaddleSeg 2.x sums softmax probabilities without dividing, which has
-    the same argmax, so either way the prediction is ``argmax(result, axis=1)``.
+    ``average='prob'`` (MMSegmentation's choice) averages the softmax probabilities and
+    returns their logarithm: still logits for every consumer (softmax of the result gives
+    back the averaged probabilities, argmax is the prediction), so metrics and saved
+    probabilities are right whichever average was used.
     """
     if average not in ("logit", "prob"):
         raise InferenceError(f"average must be 'logit' or 'prob', got {average!r}")
@@ -297,4 +298,7 @@ def aug_inference(model: Callable[..., Any], img: paddle.Tensor,
                 logits = F.softmax(logits, axis=1)
             total = logits if total is None else total + logits
             count += 1
-    return _finish(total / count, trans_info, ori_shape)
+    mean = total / count
+    if average == "prob":
+        mean = paddle.log(paddle.clip(mean, min=1e-30))
+    return _finish(mean, trans_info, ori_shape)

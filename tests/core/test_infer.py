@@ -274,16 +274,19 @@ def test_trans_info_undo_resize_then_padding():
     np.testing.assert_allclose(got3.numpy(), np_resize(raw, 20, 24), **TOL)
 
 
-def test_average_prob_returns_probabilities():
+def test_average_prob_returns_log_of_averaged_probabilities():
     model = ConvNet(seed=11)
     x = _img(1, 18, 26, seed=12)
-    plain_prob = aug_inference(model, paddle.to_tensor(x), average="prob").numpy()
-    np.testing.assert_allclose(plain_prob, np_softmax(_run(model, x)), **TOL)
-    out = aug_inference(model, paddle.to_tensor(x), scales=(0.75, 1.25), flip_horizontal=True,
-                        average="prob", trans_info=[("resize", (11, 13))]).numpy()
-    assert out.shape == (1, 3, 11, 13)
-    assert out.min() >= 0 and out.max() <= 1
-    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    plain = aug_inference(model, paddle.to_tensor(x), average="prob").numpy()
+    np.testing.assert_allclose(np.exp(plain), np_softmax(_run(model, x)), **TOL)
+    # Flip averaging by hand: mean of the two softmax maps, then its logarithm.
+    flipped = _run(model, x[:, :, :, ::-1].copy())[:, :, :, ::-1]
+    expected = (np_softmax(_run(model, x)) + np_softmax(flipped)) / 2
+    got = aug_inference(model, paddle.to_tensor(x), flip_horizontal=True,
+                        average="prob").numpy()
+    np.testing.assert_allclose(np.exp(got), expected, **TOL)
+    # Softmax of the result gives the averaged probabilities back (they sum to 1).
+    np.testing.assert_allclose(np_softmax(got), expected, **TOL)
 
 
 def test_real_unet_slide_matches_reference():
