@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import numpy as np
 import paddle
 
+from paddleseg_unet.utils.io import fsync_path, replace_dir
 from paddleseg_unet.utils.weights import WeightsError, load_pdparams, save_pdparams
 
 MODEL_FILE = "model.pdparams"
@@ -91,35 +92,6 @@ def _restore_rng(states: Dict[str, Any]) -> None:
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     paddle.set_rng_state(states["paddle"])
-
-
-def _fsync(path: str) -> None:
-    """Flush a file (or a folder's entries) to disk, so a power loss cannot leave a
-    renamed-into-place checkpoint with empty files."""
-    flags = os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # e.g. folders cannot be opened on some platforms
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _replace_dir(tmp_dir: str, final_dir: str) -> None:
-    """Move a finished temporary folder into place; an older folder of the same name is
-    moved aside first and removed only after the new one is in place."""
-    old = None
-    if os.path.exists(final_dir):
-        old = f"{final_dir}.old-{os.getpid()}"
-        os.replace(final_dir, old)
-    os.replace(tmp_dir, final_dir)
-    _fsync(os.path.dirname(os.path.abspath(final_dir)))
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def parameter_names(model: paddle.nn.Layer) -> Dict[str, str]:
@@ -192,12 +164,12 @@ def save_checkpoint(folder: str, model: paddle.nn.Layer, optimizer: Optional[Any
         with open(written[-1], "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=1, default=str)
         for path in written:
-            _fsync(path)
-        _fsync(tmp_dir)
+            fsync_path(path)
+        fsync_path(tmp_dir)
     except (OSError, WeightsError) as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise CheckpointError(f"Cannot write checkpoint {folder}: {exc}") from None
-    _replace_dir(tmp_dir, folder)
+    replace_dir(tmp_dir, folder)
     return folder
 
 

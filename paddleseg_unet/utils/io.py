@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from typing import IO, Iterator, Optional
 
@@ -39,3 +40,38 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
     with atomic_write(path) as f:
         f.write(data)
+
+
+def fsync_path(path: str) -> None:
+    """Flush a file (or a folder's entries) to disk, so a power loss cannot leave a
+    renamed-into-place result with empty files."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # e.g. folders cannot be opened on some platforms
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_dir(tmp_dir: str, final_dir: str) -> None:
+    """Move a finished temporary folder into place. An existing folder of that name is
+    moved aside to ``<final>.old-<pid>`` first (and moved back if the rename fails), and is
+    removed only once the new one is in place."""
+    old = None
+    if os.path.exists(final_dir):
+        old = f"{final_dir}.old-{os.getpid()}"
+        os.replace(final_dir, old)
+    try:
+        os.replace(tmp_dir, final_dir)
+    except OSError:
+        if old:
+            os.replace(old, final_dir)
+        raise
+    fsync_path(os.path.dirname(os.path.abspath(final_dir)))
+    if old:
+        shutil.rmtree(old, ignore_errors=True)

@@ -28,6 +28,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from paddleseg_unet.utils.io import replace_dir
+
 PathLike = Union[str, "os.PathLike[str]"]
 SPLITS: Tuple[str, ...] = ("train", "val")
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -375,14 +377,7 @@ def _publish(tmp: Path, dst: Path, force: bool) -> None:
         return
     if not force:  # appeared while we were converting
         raise ConversionError(f"DST {dst} exists and is not empty; pass --force to replace it")
-    old = dst.parent / f"{dst.name}.old-{os.getpid()}"
-    os.replace(dst, old)
-    try:
-        os.replace(tmp, dst)
-    except OSError:
-        os.replace(old, dst)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(str(tmp), str(dst))
 
 
 # ------------------------------------------------------------------------ summary
