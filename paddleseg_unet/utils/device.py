@@ -1,8 +1,9 @@
 """Device and CPU-thread setup, in one place for every tool."""
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Optional
+from typing import Iterator, Optional
 
 import paddle
 
@@ -10,14 +11,19 @@ from paddleseg_unet.utils.logger import logger
 
 
 def cpu_threads(requested: Optional[int] = None) -> int:
-    """Threads for CPU kernels: the request, else ``OMP_NUM_THREADS``, else every core.
+    """Threads for CPU kernels: the request, else ``OMP_NUM_THREADS``, else the cores shared
+    evenly among the processes ``paddle.distributed.launch`` started on this machine.
     (Paddle itself uses one thread unless told, which wastes most of a CPU machine.)"""
     if requested:
         return int(requested)
     from paddleseg_unet import USER_OMP_NUM_THREADS
 
     env = USER_OMP_NUM_THREADS or ""
-    return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    local_size = os.environ.get("PADDLE_LOCAL_SIZE", "1")
+    processes = int(local_size) if local_size.isdigit() and int(local_size) > 0 else 1
+    return max(1, (os.cpu_count() or 1) // processes)
 
 
 def setup_device(device: str = "auto", num_threads: Optional[int] = None) -> str:
@@ -36,10 +42,38 @@ def setup_device(device: str = "auto", num_threads: Optional[int] = None) -> str
     else:
         paddle.set_device("cpu")
     threads = cpu_threads(num_threads)
-    paddle.base.core.set_num_threads(threads)
+    set_cpu_threads(threads)
     logger.info(f"Device: {paddle.get_device()}, CPU threads: {threads}")
     return paddle.get_device()
 
 
 def is_gpu() -> bool:
     return paddle.get_device().startswith("gpu")
+
+
+_cpu_threads = 1  # Paddle's own default until set_cpu_threads is called
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Threads for Paddle's CPU kernels (process-wide), remembered for ``current_cpu_threads``."""
+    global _cpu_threads
+    paddle.base.core.set_num_threads(int(threads))
+    _cpu_threads = int(threads)
+
+
+def current_cpu_threads() -> int:
+    """What ``set_cpu_threads`` (or ``setup_device``) last set; 1 (Paddle's default) before."""
+    return _cpu_threads
+
+
+@contextlib.contextmanager
+def cpu_threads_split(workers: int) -> Iterator[int]:
+    """Give each of ``workers`` concurrent Python threads an equal share of the CPU threads
+    for the duration of the block (yields the share); the previous setting comes back after."""
+    before = current_cpu_threads()
+    share = max(1, before // max(1, workers))
+    set_cpu_threads(share)
+    try:
+        yield share
+    finally:
+        set_cpu_threads(before)
