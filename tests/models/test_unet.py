@@ -241,3 +241,67 @@ def test_pretrained_path_loads_and_skips_other_head(tmp_path):
     enc = "encode.double_conv.0._conv.weight"
     np.testing.assert_array_equal(other.state_dict()[enc].numpy(), source.state_dict()[enc].numpy())
     assert other.state_dict()["cls.weight"].shape == [5, 2, 3, 3]
+
+
+def _folded_and_plain_pair(use_global_stats=None):
+    """Our ConvBNReLU and Paddle's own Conv2D + BatchNorm2D holding the same (non-trivial) values."""
+    from paddleseg_unet.models.unet import ConvBNReLU
+
+    paddle.seed(3)
+    ours = ConvBNReLU(3, 5)
+    ref_conv = paddle.nn.Conv2D(3, 5, 3, padding=1)
+    ref_bn = paddle.nn.BatchNorm2D(5, momentum=0.9, epsilon=1e-5, use_global_stats=use_global_stats)
+    ours._batch_norm._use_global_stats = use_global_stats
+    rng = np.random.default_rng(0)
+    values = {
+        "_conv.weight": rng.normal(0, 0.3, (5, 3, 3, 3)), "_conv.bias": rng.normal(2.0, 1.0, 5),
+        "_batch_norm.weight": rng.uniform(0.5, 1.5, 5), "_batch_norm.bias": rng.normal(0, 0.5, 5),
+        "_batch_norm._mean": rng.normal(1.0, 1.0, 5), "_batch_norm._variance": rng.uniform(0.5, 2, 5),
+    }
+    ours.set_state_dict({k: paddle.to_tensor(v.astype(np.float32)) for k, v in values.items()})
+    ref_conv.set_state_dict({k.split(".")[1]: paddle.to_tensor(v.astype(np.float32))
+                             for k, v in values.items() if k.startswith("_conv")})
+    ref_bn.set_state_dict({k.split(".")[1]: paddle.to_tensor(v.astype(np.float32))
+                           for k, v in values.items() if k.startswith("_batch_norm")})
+
+    def plain(x):
+        return paddle.nn.functional.relu(ref_bn(ref_conv(x)))
+
+    ref_params = {"_conv.weight": ref_conv.weight, "_conv.bias": ref_conv.bias,
+                  "_batch_norm.weight": ref_bn.weight, "_batch_norm.bias": ref_bn.bias}
+    return ours, plain, ref_params, (ref_conv, ref_bn)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval", "train_global_stats"])
+def test_conv_bias_folding_equals_plain_conv_then_batchnorm(mode):
+    """Folding the conv bias into BN changes neither outputs, gradients nor running statistics
+    (reference: Paddle's own Conv2D with bias followed by BatchNorm2D)."""
+    ours, plain, ref_params, ref_layers = _folded_and_plain_pair(
+        use_global_stats=True if mode == "train_global_stats" else None)
+    training = mode != "eval"
+    for layer in (ours, *ref_layers):
+        layer.train() if training else layer.eval()
+    rng = np.random.default_rng(1)
+    for _ in range(3):  # running statistics evolve over steps
+        x_np = rng.normal(0, 1, (2, 3, 9, 11)).astype(np.float32)
+        weight_np = rng.normal(0, 1, (2, 5, 9, 11)).astype(np.float32)
+        outs, grads = [], []
+        for fn, params in ((ours, dict(ours.named_parameters())), (plain, ref_params)):
+            x = paddle.to_tensor(x_np, stop_gradient=False)
+            out = fn(x)
+            (out * paddle.to_tensor(weight_np)).sum().backward()
+            outs.append(out.numpy())
+            grads.append({"x": x.grad.numpy(), **{k: (np.zeros(p.shape, np.float32) if p.grad is None
+                                                      else p.grad.numpy()) for k, p in params.items()}})
+            for p in params.values():
+                p.clear_gradient()
+        np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+        for key in grads[1]:
+            # with batch statistics the bias gradient is zero in exact arithmetic: ours gives
+            # exactly 0, the plain layers float noise around it
+            np.testing.assert_allclose(grads[0][key], grads[1][key], rtol=1e-4, atol=2e-4, err_msg=key)
+        bn = ours._batch_norm
+        np.testing.assert_allclose(bn._mean.numpy(), ref_layers[1]._mean.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(bn._variance.numpy(), ref_layers[1]._variance.numpy(), rtol=1e-5, atol=1e-5)
+    if mode == "eval":
+        assert np.abs(grads[1]["_conv.bias"]).max() > 1e-2  # the bias matters with running stats
