@@ -94,6 +94,9 @@ def child(arm: str, images: int, height: int, width: int, bins: int, seed: int) 
             t = time.perf_counter()
             acc.update(lt, lb)
             metric_s += time.perf_counter() - t
+            # An evaluation loop holds one image at a time; without this the previous one
+            # would still be alive while the next is generated.
+            del logits, label, lt, lb
         t = time.perf_counter()
         acc.all_reduce()
         res = acc.compute()
@@ -113,6 +116,7 @@ def child(arm: str, images: int, height: int, width: int, bins: int, seed: int) 
             probs[i * n_px:(i + 1) * n_px] = fg.numpy().reshape(-1)
             labels[i * n_px:(i + 1) * n_px] = label.reshape(-1)
             metric_s += time.perf_counter() - t
+            del logits, label, lt, fg
         t = time.perf_counter()
         auc = float(roc_auc_score(labels, probs))
         metric_s += time.perf_counter() - t

@@ -8,7 +8,10 @@ Everything that grows with the data set stays on the device as fixed-size int64 
   label 1); K>2 tasks keep one one-vs-rest histogram per class.
 
 ``update`` never copies to the host (no ``.numpy()``, no data-dependent shapes), so it does not
-stall a GPU; only ``compute``/``state`` read the counters back.
+stall a GPU; only ``compute``/``state`` read the counters back. It works through a batch in
+pieces of at most ``chunk_pixels`` pixels (whole images when they fit, else bands of rows),
+so its temporaries are bounded too: scoring one 8-megapixel HRF image costs no more memory
+than scoring a small one.
 
 Conventions (the project's PaddleSeg-compatibility contract), with I_i, P_i, L_i the
 correctly predicted, predicted and labelled pixels of class i over the whole set:
@@ -174,6 +177,7 @@ class SegMetricAccumulator:
         ignore_index: Optional[int] = 255,
         auc_roc: bool = False,
         auc_bins: int = 65536,
+        chunk_pixels: int = 2**20,
     ) -> None:
         if int(num_classes) < 2:
             raise MetricError(f"num_classes must be >= 2; got {num_classes}")
@@ -181,6 +185,9 @@ class SegMetricAccumulator:
         # must hold 2 * bins).
         if auc_roc and not 2 <= int(auc_bins) <= 2**24:
             raise MetricError(f"auc_bins must be in 2..{2**24}; got {auc_bins}")
+        if int(chunk_pixels) < 1:
+            raise MetricError(f"chunk_pixels must be >= 1; got {chunk_pixels}")
+        self.chunk_pixels = int(chunk_pixels)
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self.auc_roc = bool(auc_roc)
@@ -229,6 +236,29 @@ class SegMetricAccumulator:
                 f"label shape {list(label.shape)} does not match logits {list(logits.shape)}; "
                 "resize logits to the label resolution before scoring"
             )
+        if mask is not None:
+            mask = _squeeze_channel(mask, "mask")
+            if list(mask.shape) != list(label.shape):
+                raise MetricError(f"mask shape {list(mask.shape)} differs from label shape {list(label.shape)}")
+        # Pieces of at most chunk_pixels: whole images when they fit, else bands of rows.
+        # Per-pixel results do not depend on the piece, so the counts are the same either way.
+        n, _, h, w = logits.shape
+        per_chunk = self.chunk_pixels // (h * w)
+        if per_chunk >= 1:
+            pieces = [(slice(i, i + per_chunk), slice(0, h)) for i in range(0, n, per_chunk)]
+        else:
+            rows = max(1, self.chunk_pixels // w)
+            pieces = [(slice(i, i + 1), slice(r, r + rows)) for i in range(n) for r in range(0, h, rows)]
+        for images, band in pieces:
+            if len(pieces) == 1:
+                self._update_piece(logits, label, mask)
+            else:
+                self._update_piece(logits[images, :, band], label[images, band],
+                                   None if mask is None else mask[images, band])
+
+    def _update_piece(self, logits: paddle.Tensor, label: paddle.Tensor,
+                      mask: Optional[paddle.Tensor]) -> None:
+        k = self.num_classes
         pred = paddle.argmax(logits, axis=1, dtype="int32")
         lab, scored, code = _scored_codes(pred, label, k, self.ignore_index, mask, check_pred=False)
         del pred

@@ -239,6 +239,34 @@ def test_accumulating_batches_equals_one_big_batch():
     assert whole.compute() == parts.compute()
 
 
+def np_auc_hist(logits, label, mask, bins):
+    """[C, 2, bins] one-vs-rest (binary: foreground) histograms of paddle's softmax, numpy-binned."""
+    probs, y = pooled(paddle_softmax(logits), label, mask)
+    k = logits.shape[1]
+    classes = [1] if k == 2 else range(k)
+    hist = np.zeros((len(classes), 2, bins), np.int64)
+    for c_i, c in enumerate(classes):
+        bucket = np.clip((probs[:, c] * np.float32(bins)).astype(np.int64), 0, bins - 1)
+        np.add.at(hist[c_i], ((y == c).astype(np.int64), bucket), 1)
+    return hist
+
+
+@pytest.mark.parametrize("k,chunk", [(4, 50), (4, 700), (2, 19), (2, 1)])
+def test_chunked_updates_match_numpy(k, chunk):
+    """Pieces of a few rows (chunk < one image) or of several images (chunk > one image) give
+    the counts of an independent numpy computation over the whole batch."""
+    rng = np.random.default_rng(21)
+    logits, label = structured_batch(rng, 3, k, 17, 19, ignore_frac=0.1)
+    mask = (rng.random(label.shape) < 0.8).astype(np.uint8)
+    acc = SegMetricAccumulator(k, ignore_index=IGNORE, auc_roc=True, auc_bins=256, chunk_pixels=chunk)
+    acc.update(paddle.to_tensor(logits), paddle.to_tensor(label), paddle.to_tensor(mask))
+    st = acc.state()
+    pred = logits.argmax(axis=1)
+    np.testing.assert_array_equal(st["confusion_matrix"], np_confusion(pred, label, k, mask))
+    np.testing.assert_array_equal(st["auc_hist"], np_auc_hist(logits, label, mask, 256))
+    assert st["unscored_pixels"] == label.size - int((mask.astype(bool) & (label != IGNORE)).sum())
+
+
 # ---------------------------------------------------------------- AUC
 def _check_auc(res, exact):
     assert abs(res["auc_roc"] - exact) < 1e-4
