@@ -4,7 +4,8 @@ One HRF-sized image (2336 x 3504 by default), crop 256, stride 170, a small-widt
 The baseline is PaddleSeg's way: one window per forward call, logits copied to the host
 and accumulated in float64 numpy sum/count arrays. The candidate is
 ``paddleseg_unet.core.infer.inference(is_slide=True)``: several windows per forward call,
-sums kept on the device. Both run in this process on the same model and image; the script
+sums kept on the device, and on a CPU as many calls side by side as there are CPU threads
+(one thread each; see ``slide_workers_for``). Both run in this process on the same model and image; the script
 prints both times, their ratio and the largest difference between the two results.
 
     python benchmarks/slide_infer.py [--base-channels 8] [--slide-batch 8] [--repeat 1]
@@ -28,17 +29,9 @@ import paddle  # noqa: E402
 import paddle.nn as nn  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from paddleseg_unet.core.infer import inference, slide_windows  # noqa: E402
-
-
-def set_threads(n: int) -> str:
-    """Set paddle's math-library threads; paddle 3.x has no public paddle.set_num_threads."""
-    for owner in (paddle, getattr(getattr(paddle, "base", None), "core", None)):
-        fn = getattr(owner, "set_num_threads", None)
-        if fn is not None:
-            fn(n)
-            return f"{owner.__name__}.set_num_threads({n})"
-    return "no set_num_threads available"
+from paddleseg_unet.core.infer import (as_forward, inference, slide_windows,  # noqa: E402
+                                       slide_workers_for)
+from paddleseg_unet.utils.device import set_cpu_threads  # noqa: E402
 
 
 class FallbackNet(nn.Layer):
@@ -98,7 +91,7 @@ def main(argv=None) -> int:
                         help="timed runs of each method (alternating); the best is kept")
     args = parser.parse_args(argv)
 
-    threads = set_threads(_CORES)
+    set_cpu_threads(_CORES)
     paddle.seed(0)
     model, model_name = build_model(args.num_classes, args.base_channels)
     model.eval()
@@ -106,9 +99,11 @@ def main(argv=None) -> int:
         -1, 1, (1, 3, args.height, args.width)).astype("float32"))
     crop, stride = (args.crop, args.crop), (args.stride, args.stride)
     n_windows = len(slide_windows(args.height, args.width, crop, stride))
+    workers = slide_workers_for(as_forward(model), -(-n_windows // args.slide_batch))
     print(f"model: {model_name}, base_channels {args.base_channels}; image "
           f"{args.height}x{args.width}; crop {args.crop} stride {args.stride}: "
-          f"{n_windows} windows; OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {threads}")
+          f"{n_windows} windows; {_CORES} CPU threads; batched arm: {workers} concurrent "
+          f"calls of {max(1, _CORES // workers)} thread(s) each")
 
     with paddle.no_grad():  # warm-up: first calls allocate and pick kernels
         for b in {1, args.slide_batch}:
@@ -127,7 +122,7 @@ def main(argv=None) -> int:
 
     diff = float(np.abs(batched - base).max())
     for name, (wall, cpu) in [("one window at a time (numpy accumulator)", base_t),
-                              (f"batched x{args.slide_batch} (device accumulator)", batched_t)]:
+                              (f"batched x{args.slide_batch}, {workers} workers (device sums)", batched_t)]:
         print(f"{name:42s} wall {wall:8.2f} s ({1000 * wall / n_windows:4.0f} ms/window), "
               f"CPU {cpu:8.2f} s")
     print(f"speed-up: wall {base_t[0] / batched_t[0]:.2f}x, CPU {base_t[1] / batched_t[1]:.2f}x; "

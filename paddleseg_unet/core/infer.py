@@ -11,11 +11,14 @@ Sizes follow PaddleSeg: ``crop_size`` and ``stride`` are ``(w, h)``; shapes are 
 """
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
+
+from paddleseg_unet.utils.device import cpu_threads_split, current_cpu_threads
 
 __all__ = [
     "InferenceError",
@@ -23,6 +26,7 @@ __all__ = [
     "as_forward",
     "slide_windows",
     "slide_inference",
+    "slide_workers_for",
     "undo_trans_info",
     "flip_combinations",
     "inference",
@@ -65,6 +69,9 @@ def as_forward(model: Callable[..., Any], numpy_io: bool = False) -> Forward:
                 f"the model returned {out.shape[0]} logit maps for a batch of {x.shape[0]}")
         return out
 
+    # Several threads may call an eager paddle model at once (sliding windows on a CPU);
+    # exported-model backends such as a Paddle Inference predictor must not be shared.
+    forward.concurrent_ok = isinstance(model, paddle.nn.Layer) or getattr(model, "concurrent_ok", False)
     return forward
 
 
@@ -115,16 +122,28 @@ def _axis_coverage(size: int, crop: int, stride: int) -> np.ndarray:
     return cover
 
 
+def slide_workers_for(forward: Forward, num_calls: int) -> int:
+    """How many threads should run window batches: on a CPU, one per Paddle CPU thread (each
+    then runs its batches on one thread) when the forward is an eager paddle model. Paddle's
+    CPU kernels scale poorly inside one call, so two calls side by side finish sooner than
+    two threads sharing one call; on a GPU one stream of batched calls is best."""
+    if not getattr(forward, "concurrent_ok", False) or not paddle.get_device().startswith("cpu"):
+        return 1
+    return max(1, min(current_cpu_threads(), num_calls))
+
+
 @paddle.no_grad()
 def slide_inference(model: Callable[..., Any], img: paddle.Tensor,
                     crop_size: Tuple[int, int], stride: Tuple[int, int],
-                    slide_batch: int = 8) -> paddle.Tensor:
+                    slide_batch: int = 8, workers: Optional[int] = None) -> paddle.Tensor:
     """Sliding-window logits ``[N, K, H, W]`` (float32), overlapping windows averaged.
 
     ``crop_size`` / ``stride`` are ``(w, h)``. Windows are batched: each forward call gets
     up to ``slide_batch`` crops in total (``N`` per window, so ``max(1, slide_batch // N)``
     windows). Sums and counts stay on the device; the count is the outer product of the
-    per-axis coverages because the windows form a grid.
+    per-axis coverages because the windows form a grid. ``workers`` threads run the calls
+    side by side (default :func:`slide_workers_for`); batch ``i`` always goes to thread
+    ``i % workers`` and the per-thread sums are added in thread order, so results repeat.
     """
     forward = as_forward(model)
     cw, ch = _pair(crop_size, "crop_size (w, h)")
@@ -141,18 +160,35 @@ def slide_inference(model: Callable[..., Any], img: paddle.Tensor,
             f"{w}x{h} image fall in no window; use a stride <= crop_size")
     windows = slide_windows(h, w, (ch, cw), (sh, sw))
     per_call = max(1, int(slide_batch) // n)
+    calls = [windows[start:start + per_call] for start in range(0, len(windows), per_call)]
+    if workers is None:
+        workers = slide_workers_for(forward, len(calls))
+    if not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise InferenceError(f"slide workers must be a positive int, got {workers!r}")
 
-    total = None
-    for start in range(0, len(windows), per_call):
-        chunk = windows[start:start + per_call]
-        crops = [img[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in chunk]
-        batch = crops[0] if len(crops) == 1 else paddle.concat(crops, axis=0)
-        logits = forward(batch).astype("float32")
-        if total is None:
-            total = paddle.zeros([n, int(logits.shape[1]), h, w], dtype="float32")
-        for i, (y0, y1, x0, x1) in enumerate(chunk):
-            # A model may return a map larger than its input; keep the top-left part.
-            total[:, :, y0:y1, x0:x1] += logits[i * n:(i + 1) * n, :, :y1 - y0, :x1 - x0]
+    def run(my_calls: List[List[Window]]) -> Optional[paddle.Tensor]:
+        total = None
+        with paddle.no_grad():  # grad mode is per thread in Paddle
+            for chunk in my_calls:
+                crops = [img[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in chunk]
+                batch = crops[0] if len(crops) == 1 else paddle.concat(crops, axis=0)
+                logits = forward(batch).astype("float32")
+                if total is None:
+                    total = paddle.zeros([n, int(logits.shape[1]), h, w], dtype="float32")
+                for i, (y0, y1, x0, x1) in enumerate(chunk):
+                    # A model may return a map larger than its input; keep the top-left part.
+                    total[:, :, y0:y1, x0:x1] += logits[i * n:(i + 1) * n, :, :y1 - y0, :x1 - x0]
+        return total
+
+    if workers == 1:
+        total = run(calls)
+    else:
+        with cpu_threads_split(workers), ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(run, [calls[i::workers] for i in range(workers)]))
+        total = parts[0]
+        for part in parts[1:]:
+            if part is not None:
+                total = total + part
     count = paddle.to_tensor(np.outer(rows, cols)[None, None])
     return total / count
 

@@ -6,7 +6,8 @@ import paddle.nn as nn
 import pytest
 
 from paddleseg_unet.core.infer import (InferenceError, as_forward, aug_inference, inference,
-                                       slide_windows)
+                                       slide_inference, slide_windows, slide_workers_for)
+from paddleseg_unet.utils import device
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -166,6 +167,44 @@ def test_slide_matches_numpy_reference_for_every_batching():
         results.append(out)
     np.testing.assert_allclose(results[0], results[1], **TOL)
     np.testing.assert_allclose(results[0], results[2], **TOL)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_slide_threads_match_numpy_reference_repeatably_and_restore_threads(workers):
+    model = TinyUNet()
+    x = _img(1, 38, 50, seed=3)
+    crop, stride = (16, 12), (10, 8)
+    ref = numpy_slide(model, x, crop, stride)
+    before = device.current_cpu_threads()
+    outs = [slide_inference(model, paddle.to_tensor(x), crop, stride, slide_batch=2,
+                            workers=workers).numpy() for _ in range(2)]
+    np.testing.assert_allclose(outs[0], ref, **TOL)
+    np.testing.assert_array_equal(outs[0], outs[1])  # fixed split, fixed summation order
+    assert device.current_cpu_threads() == before
+
+
+def test_slide_threads_propagate_model_errors_and_restore_threads():
+    class Failing(nn.Layer):
+        def forward(self, x):
+            raise RuntimeError("model exploded")
+
+    before = device.current_cpu_threads()
+    with pytest.raises(RuntimeError, match="model exploded"):
+        slide_inference(Failing(), paddle.to_tensor(_img(1, 30, 30)), (12, 12), (8, 8),
+                        slide_batch=1, workers=2)
+    assert device.current_cpu_threads() == before
+
+
+def test_slide_workers_only_for_eager_models_on_cpu(monkeypatch):
+    monkeypatch.setattr(device, "_cpu_threads", 4)
+    assert slide_workers_for(as_forward(TinyUNet()), num_calls=10) == 4
+    assert slide_workers_for(as_forward(TinyUNet()), num_calls=3) == 3
+    assert slide_workers_for(as_forward(as_forward(TinyUNet())), num_calls=10) == 4
+    assert slide_workers_for(as_forward(lambda x: x, numpy_io=True), num_calls=10) == 1
+    monkeypatch.setattr(device, "_cpu_threads", 1)
+    assert slide_workers_for(as_forward(TinyUNet()), num_calls=10) == 1
+    with pytest.raises(InferenceError, match="slide workers"):
+        slide_inference(TinyUNet(), paddle.to_tensor(_img(1, 30, 30)), (12, 12), (8, 8), workers=0)
 
 
 def test_slide_batch_of_several_images():
