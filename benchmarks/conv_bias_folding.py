@@ -23,6 +23,7 @@ import paddle.nn.functional as F  # noqa: E402
 
 from paddleseg_unet.models import unet as unet_module  # noqa: E402
 from paddleseg_unet.models.unet import UNet  # noqa: E402
+from paddleseg_unet.utils.device import set_cpu_threads  # noqa: E402
 
 FOLDED = unet_module.ConvBNReLU.forward
 
@@ -48,7 +49,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    paddle.base.core.set_num_threads(args.threads)
+    set_cpu_threads(args.threads)
     paddle.seed(0)
     model = UNet(num_classes=2, base_channels=args.width)
     opt = paddle.optimizer.Adam(learning_rate=1e-4, parameters=model.parameters())

@@ -5,8 +5,9 @@ The baseline is PaddleSeg's way: one window per forward call, logits copied to t
 and accumulated in float64 numpy sum/count arrays. The candidate is
 ``paddleseg_unet.core.infer.inference(is_slide=True)``: several windows per forward call,
 sums kept on the device, and on a CPU as many calls side by side as there are CPU threads
-(one thread each; see ``slide_workers_for``). Both run in this process on the same model and image; the script
-prints both times, their ratio and the largest difference between the two results.
+(one thread each; see ``slide_workers_for``). Both run in this process on the same model
+and image; the script prints both times, their ratio and the largest difference between
+the two results.
 
     python benchmarks/slide_infer.py [--base-channels 8] [--slide-batch 8] [--repeat 1]
 """
@@ -121,8 +122,9 @@ def main(argv=None) -> int:
         batched_t = [min(a, b) for a, b in zip(batched_t, t)]
 
     diff = float(np.abs(batched - base).max())
+    batched_name = f"batched x{args.slide_batch}, {workers} workers (device sums)"
     for name, (wall, cpu) in [("one window at a time (numpy accumulator)", base_t),
-                              (f"batched x{args.slide_batch}, {workers} workers (device sums)", batched_t)]:
+                              (batched_name, batched_t)]:
         print(f"{name:42s} wall {wall:8.2f} s ({1000 * wall / n_windows:4.0f} ms/window), "
               f"CPU {cpu:8.2f} s")
     print(f"speed-up: wall {base_t[0] / batched_t[0]:.2f}x, CPU {base_t[1] / batched_t[1]:.2f}x; "

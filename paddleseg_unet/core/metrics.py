@@ -74,6 +74,14 @@ def _squeeze_channel(t: paddle.Tensor, name: str) -> paddle.Tensor:
     return t
 
 
+def _mask_like(mask: paddle.Tensor, label: paddle.Tensor) -> paddle.Tensor:
+    """``mask`` as [N, H, W], checked against the (squeezed) label's shape."""
+    mask = _squeeze_channel(mask, "mask")
+    if list(mask.shape) != list(label.shape):
+        raise MetricError(f"mask shape {list(mask.shape)} differs from label shape {list(label.shape)}")
+    return mask
+
+
 def _scored_codes(
     pred: paddle.Tensor,
     label: paddle.Tensor,
@@ -97,10 +105,7 @@ def _scored_codes(
     prd = pred.reshape([-1]).astype("int32")
     considered = None if ignore_index is None else lab != ignore_index
     if mask is not None:
-        mask = _squeeze_channel(mask, "mask")
-        if list(mask.shape) != list(label.shape):
-            raise MetricError(f"mask shape {list(mask.shape)} differs from label shape {list(label.shape)}")
-        inside = mask.reshape([-1]).astype("bool")
+        inside = _mask_like(mask, label).reshape([-1]).astype("bool")
         considered = inside if considered is None else considered & inside
     scored = (lab >= 0) & (lab < k)
     if check_pred:
@@ -237,24 +242,22 @@ class SegMetricAccumulator:
                 "resize logits to the label resolution before scoring"
             )
         if mask is not None:
-            mask = _squeeze_channel(mask, "mask")
-            if list(mask.shape) != list(label.shape):
-                raise MetricError(f"mask shape {list(mask.shape)} differs from label shape {list(label.shape)}")
+            mask = _mask_like(mask, label)  # checked here: it is sliced below
         # Pieces of at most chunk_pixels: whole images when they fit, else bands of rows.
         # Per-pixel results do not depend on the piece, so the counts are the same either way.
         n, _, h, w = logits.shape
         per_chunk = self.chunk_pixels // (h * w)
+        if per_chunk >= n:
+            self._update_piece(logits, label, mask)
+            return
         if per_chunk >= 1:
             pieces = [(slice(i, i + per_chunk), slice(0, h)) for i in range(0, n, per_chunk)]
         else:
             rows = max(1, self.chunk_pixels // w)
             pieces = [(slice(i, i + 1), slice(r, r + rows)) for i in range(n) for r in range(0, h, rows)]
         for images, band in pieces:
-            if len(pieces) == 1:
-                self._update_piece(logits, label, mask)
-            else:
-                self._update_piece(logits[images, :, band], label[images, band],
-                                   None if mask is None else mask[images, band])
+            self._update_piece(logits[images, :, band], label[images, band],
+                               None if mask is None else mask[images, band])
 
     def _update_piece(self, logits: paddle.Tensor, label: paddle.Tensor,
                       mask: Optional[paddle.Tensor]) -> None:

@@ -72,10 +72,10 @@ class ConvBNReLU(nn.Layer):
             return F.relu(bn(conv(x)))
         y = F.conv2d(x, conv.weight, padding=1)
         if not global_stats:
-            # b enters with zero weight so it keeps a (zero) gradient: DataParallel expects
-            # every parameter to get one.
             # The op updates its mean argument in place and keeps it for backward, hence a copy.
             running_mean = bn._mean.clone()
+            # b enters with zero weight so it keeps a (zero) gradient: DataParallel expects
+            # every parameter to get one.
             out = F.batch_norm(y, running_mean, bn._variance, bn.weight, bn.bias + 0.0 * conv.bias,
                                training=True, momentum=bn._momentum, epsilon=bn._epsilon)
             with paddle.no_grad():

@@ -9,6 +9,8 @@ import paddle
 
 from paddleseg_unet.utils.logger import logger
 
+_cpu_threads = 1  # Paddle's own default until set_cpu_threads is called
+
 
 def cpu_threads(requested: Optional[int] = None) -> int:
     """Threads for CPU kernels: the request, else ``OMP_NUM_THREADS``, else the cores shared
@@ -18,12 +20,16 @@ def cpu_threads(requested: Optional[int] = None) -> int:
         return int(requested)
     from paddleseg_unet import USER_OMP_NUM_THREADS
 
-    env = USER_OMP_NUM_THREADS or ""
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    local_size = os.environ.get("PADDLE_LOCAL_SIZE", "1")
-    processes = int(local_size) if local_size.isdigit() and int(local_size) > 0 else 1
+    user = _positive_int(USER_OMP_NUM_THREADS)
+    if user:
+        return user
+    processes = _positive_int(os.environ.get("PADDLE_LOCAL_SIZE")) or 1
     return max(1, (os.cpu_count() or 1) // processes)
+
+
+def _positive_int(text: Optional[str]) -> Optional[int]:
+    """``int(text)`` for a positive decimal string, else None (unset or malformed variables)."""
+    return int(text) if text and text.isdigit() and int(text) > 0 else None
 
 
 def setup_device(device: str = "auto", num_threads: Optional[int] = None) -> str:
@@ -49,9 +55,6 @@ def setup_device(device: str = "auto", num_threads: Optional[int] = None) -> str
 
 def is_gpu() -> bool:
     return paddle.get_device().startswith("gpu")
-
-
-_cpu_threads = 1  # Paddle's own default until set_cpu_threads is called
 
 
 def set_cpu_threads(threads: int) -> None:

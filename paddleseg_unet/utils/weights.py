@@ -20,7 +20,6 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from paddleseg_unet.utils.io import atomic_write
-
 from paddleseg_unet.utils.logger import logger
 
 _ZOO_BASE = "https://bj.bcebos.com/paddleseg/dygraph"
