@@ -8,7 +8,7 @@ Bare arm: the same model / loss / optimizer / schedule on one batch already in m
 paddle tensors: forward, loss, backward, optimizer step, scheduler step, clear_grad.
 
 Both arms run in this process with the same Paddle thread count. This machine's speed drifts
-by +-20% within minutes (other tenants), more than the effect measured, so the arms are
+by 20-40% within minutes (other tenants), more than the effect measured, so the arms are
 interleaved: each round runs one bare and one trainer pass back to back, the order
 alternating between rounds (a slow spell hits both arms of a round alike, and neither arm
 always runs second). The figures are the median and the mean (with its standard error) over

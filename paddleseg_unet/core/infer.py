@@ -165,6 +165,7 @@ def slide_inference(model: Callable[..., Any], img: paddle.Tensor,
         workers = slide_workers_for(forward, len(calls))
     if not isinstance(workers, (int, np.integer)) or workers < 1:
         raise InferenceError(f"slide workers must be a positive int, got {workers!r}")
+    workers = min(int(workers), len(calls))  # a thread without calls would only hold a share
 
     def run(my_calls: List[List[Window]]) -> Optional[paddle.Tensor]:
         total = None
@@ -187,8 +188,7 @@ def slide_inference(model: Callable[..., Any], img: paddle.Tensor,
             parts = list(pool.map(run, [calls[i::workers] for i in range(workers)]))
         total = parts[0]
         for part in parts[1:]:
-            if part is not None:
-                total = total + part
+            total = total + part
     count = paddle.to_tensor(np.outer(rows, cols)[None, None])
     return total / count
 
