@@ -49,7 +49,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     from paddleseg_unet.core.backends import verify_export
     from paddleseg_unet.core.export import config_deploy_info, export_model
-    from paddleseg_unet.cvlibs.builder import SegBuilder
+    from paddleseg_unet.apis.builder import SegBuilder
     from paddleseg_unet.cvlibs.config import load_config
     from paddleseg_unet.utils.device import setup_device
     from paddleseg_unet.utils.logger import logger, setup_logger

@@ -57,12 +57,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     from paddleseg_unet.core.backends import backend_from_args
     from paddleseg_unet.core.export import config_deploy_info
     from paddleseg_unet.core.predict import PredictError, collect_images, predict
-    from paddleseg_unet.cvlibs.builder import SegBuilder
+    from paddleseg_unet.apis.builder import SegBuilder
     from paddleseg_unet.cvlibs.config import load_config
     from paddleseg_unet.transforms import Compose
     from paddleseg_unet.utils.device import setup_device
     from paddleseg_unet.utils.logger import setup_logger
-    from paddleseg_unet.utils.visualize import get_class_names, get_color_map
+    from paddleseg_unet.datasets import SegDataset
+    from paddleseg_unet.utils.visualize import get_color_map
 
     setup_logger()
     if args.config is None and args.model_dir is None:
@@ -76,7 +77,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         deploy = backend.deploy
         model, transforms, num_classes = backend, backend.transforms(), deploy.num_classes
         colors = deploy.color_map if deploy.color_map is not None else get_color_map(num_classes)
-        names = deploy.class_names or get_class_names(num_classes)
+        names = deploy.class_names or list(SegDataset.meta_for(num_classes).class_names)
     else:
         info = config_deploy_info(cfg)
         model = SegBuilder(cfg).model

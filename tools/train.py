@@ -56,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     from paddleseg_unet.core.evaluate import evaluate
     from paddleseg_unet.core.train import Trainer, TrainOptions
-    from paddleseg_unet.cvlibs.builder import SegBuilder
+    from paddleseg_unet.apis.builder import SegBuilder
     from paddleseg_unet.cvlibs.config import load_config
     from paddleseg_unet.utils.device import setup_device
     from paddleseg_unet.utils.logger import setup_logger

@@ -49,7 +49,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     from paddleseg_unet.core.backends import backend_from_args, exported_val_dataset
     from paddleseg_unet.core.evaluate import evaluate, save_results_json
-    from paddleseg_unet.cvlibs.builder import SegBuilder
+    from paddleseg_unet.apis.builder import SegBuilder
     from paddleseg_unet.cvlibs.config import load_config
     from paddleseg_unet.utils.device import setup_device
     from paddleseg_unet.utils.logger import setup_logger

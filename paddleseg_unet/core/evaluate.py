@@ -119,6 +119,10 @@ def evaluate(model: Any, dataset: Any, num_classes: int, *, auc_roc: bool = Fals
     counts = paddle.to_tensor([num_images], dtype="int64")
     if world_size > 1:
         paddle.distributed.all_reduce(counts)
+    meta = getattr(dataset, "meta", None)
+    if meta is not None:
+        results.update(class_names=list(meta.class_names),
+                       foreground_class=meta.foreground_class)
     results.update(num_images=int(counts.item()), scored_region=region,
                    seconds=time.perf_counter() - start,
                    confusion_matrix=accumulator.state()["confusion_matrix"].tolist())
@@ -148,7 +152,8 @@ def log_results(results: Dict[str, Any]) -> None:
     logger.info(f"[EVAL] Class Precision: \n{np.round(results['class_precision'], 4)}")
     logger.info(f"[EVAL] Class Recall: \n{np.round(results['class_recall'], 4)}")
     if "dice_fg" in results:
-        logger.info(f"[EVAL] Vessel (class 1) Dice: {results['dice_fg']:.4f} "
+        names = results.get("class_names") or ["background", "foreground"]
+        logger.info(f"[EVAL] {names[1].capitalize()} (class 1) Dice: {results['dice_fg']:.4f} "
                     f"Sensitivity: {results['sensitivity']:.4f} "
                     f"Specificity: {results['specificity']:.4f}")
     if "auc_roc" in results:

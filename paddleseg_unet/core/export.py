@@ -41,7 +41,7 @@ import yaml
 
 from paddleseg_unet.utils.logger import logger
 from paddleseg_unet.utils.io import atomic_write_bytes
-from paddleseg_unet.utils.visualize import get_class_names, get_color_map
+from paddleseg_unet.datasets.dataset import dataset_meta
 
 __all__ = ["ExportError", "OUTPUT_OPS", "DEPLOY_FILE", "ExportHead", "deploy_transforms",
            "export_model", "export_onnx", "parse_input_shape", "ConfigDeployInfo",
@@ -71,7 +71,7 @@ class ConfigDeployInfo:
 
 def config_deploy_info(cfg: Any) -> ConfigDeployInfo:
     """Preprocessing = the ``val_dataset`` transforms (else ``test_dataset``'s, else
-    ``[Normalize]``); class names and colour map follow the dataset type."""
+    ``[Normalize]``); class names and colour map are the dataset's metadata."""
     section = None
     for key in ("val_dataset", "test_dataset"):
         if isinstance(cfg.get(key), dict):
@@ -83,10 +83,10 @@ def config_deploy_info(cfg: Any) -> ConfigDeployInfo:
     transforms = list(section.get("transforms") or []) if section else [{"type": "Normalize"}]
     dataset_type = section.get("type") if section else None
     num_classes = int(cfg["model"]["num_classes"])
+    meta = dataset_meta(section, num_classes)
     return ConfigDeployInfo(transforms=transforms, num_classes=num_classes,
-                            dataset_type=dataset_type,
-                            class_names=get_class_names(num_classes, dataset_type),
-                            color_map=get_color_map(num_classes, dataset_type))
+                            dataset_type=dataset_type, class_names=list(meta.class_names),
+                            color_map=np.asarray(meta.palette, dtype=np.uint8))
 
 
 class ExportHead(paddle.nn.Layer):

@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, Optional, Union
 import paddle
 from paddle.optimizer.lr import LRScheduler
 
-from paddleseg_unet.cvlibs.config import ConfigError
+from paddleseg_unet.cvlibs.errors import ConfigError
 from paddleseg_unet.cvlibs.registry import LR_SCHEDULERS, OPTIMIZERS, build
 
 GRAD_CLIPS = ("ClipGradByGlobalNorm", "ClipGradByNorm", "ClipGradByValue")

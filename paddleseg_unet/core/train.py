@@ -9,7 +9,6 @@ same augmentations (on CPU bit for bit; see docs/training.md).
 """
 from __future__ import annotations
 
-import copy
 import os
 import time
 import warnings
@@ -17,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import paddle
+import yaml
 
 from paddleseg_unet.core.checkpoint import (TrainState, load_checkpoint, prune_checkpoints,
                                             save_checkpoint)
 from paddleseg_unet.core.evaluate import evaluate, metric_key
 from paddleseg_unet.datasets.loader import build_dataloader
+from paddleseg_unet.utils.io import atomic_write
 from paddleseg_unet.utils.logger import logger
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -200,8 +201,9 @@ class Trainer:
         if self.is_main:
             os.makedirs(opts.save_dir, exist_ok=True)
             if self.config is not None:
-                from paddleseg_unet.cvlibs.config import Config
-                Config(copy.deepcopy(self.config)).dump(os.path.join(opts.save_dir, "config.yml"))
+                with atomic_write(os.path.join(opts.save_dir, "config.yml"), "w",
+                                  encoding="utf-8") as f:
+                    yaml.safe_dump(self.config, f, sort_keys=False, default_flow_style=None)
             if opts.use_vdl:
                 from visualdl import LogWriter
                 self.vdl = LogWriter(os.path.join(opts.save_dir, "vdl_log"))

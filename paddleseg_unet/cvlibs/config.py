@@ -16,9 +16,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
 
+from paddleseg_unet.cvlibs.errors import ConfigError
 from paddleseg_unet.cvlibs.registry import (DATASETS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS,
                                             TRANSFORMS, Registry)
-from paddleseg_unet.utils.io import atomic_write
 
 BASE_KEY = "_base_"
 INHERIT_KEY = "_inherited_"
@@ -57,10 +57,6 @@ SECTION_REGISTRIES: Dict[str, Registry] = {
     "lr_scheduler": LR_SCHEDULERS,
 }
 ALL_REGISTRIES = (MODELS, LOSSES, DATASETS, TRANSFORMS, OPTIMIZERS, LR_SCHEDULERS)
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the file and the key."""
 
 
 # ----------------------------------------------------------------------------- loading
@@ -323,27 +319,16 @@ class Config:
         if not isinstance(model_k, int) or isinstance(model_k, bool) or model_k < 1:
             return [f"{self.where('model.num_classes')}: must be a positive integer, "
                     f"got {model_k!r}"]
-        problems = []
-        for key in ("train_dataset", "val_dataset", "test_dataset"):
-            dataset_k = dataset_num_classes(self.data.get(key))
-            if dataset_k is not None and dataset_k != model_k:
-                problems.append(f"{self.where('model.num_classes')}: model has {model_k} "
-                                f"classes but {key} ({self.data[key]['type']}, "
-                                f"{self.where(key)}) has {dataset_k}")
-        return problems
+        return []  # agreement with the datasets is a builder-side rule (apis/builder.py)
 
     # -- output
     def to_dict(self) -> Dict[str, Any]:
         return copy.deepcopy(self.data)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.data, sort_keys=False, default_flow_style=None)
-
-    def dump(self, path: str) -> None:
-        """Write the resolved config (no ``_base_``) atomically."""
-        with atomic_write(path, "w", encoding="utf-8") as f:
-            f.write(f"# resolved from {self.path}\n")
-            f.write(self.to_yaml())
+        """The resolved config (no ``_base_``) as YAML, headed by the file it came from."""
+        body = yaml.safe_dump(self.data, sort_keys=False, default_flow_style=None)
+        return f"# resolved from {self.path}\n{body}"
 
     def __repr__(self) -> str:
         return f"Config({self.path!r})"

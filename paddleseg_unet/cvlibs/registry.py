@@ -12,12 +12,17 @@ and is built from a config dict whose ``type`` names it::
 Nested dicts that carry a ``type`` are built first (depth first), looked up in the
 registry named by ``child_registries`` or, failing that, in the parent's registry, so
 ``{"type": "MixedLoss", "losses": [{"type": "DiceLoss"}]}`` works without special cases.
+
+A registry knows the modules that fill it (``locations``, as module names, so this ground
+layer imports nothing above it): the first lookup imports them. Validation and building
+therefore never depend on which package a tool happened to import first.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 
 class RegistryError(KeyError):
@@ -30,9 +35,23 @@ class RegistryError(KeyError):
 class Registry:
     """A name -> class (or factory function) table for one kind of component."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, locations: Sequence[str] = ()) -> None:
         self.name = name
+        self.locations = tuple(locations)
         self._table: Dict[str, Callable[..., Any]] = {}
+        self._locations_imported = False
+
+    def import_locations(self) -> None:
+        """Import the modules that register this registry's members (once)."""
+        if self._locations_imported:
+            return
+        self._locations_imported = True  # first: the imports below look members up too
+        try:
+            for module in self.locations:
+                importlib.import_module(module)
+        except BaseException:
+            self._locations_imported = False
+            raise
 
     def register(self, name: Optional[str] = None, force: bool = False) -> Callable:
         """Decorator registering a class or function under ``name`` (default: its own)."""
@@ -51,6 +70,7 @@ class Registry:
 
     def get(self, key: str, where: str = "") -> Callable[..., Any]:
         """The component registered as ``key``; an unknown key names close matches."""
+        self.import_locations()
         if key in self._table:
             return self._table[key]
         close = difflib.get_close_matches(key, self._table, n=3, cutoff=0.5)
@@ -62,22 +82,28 @@ class Registry:
         )
 
     def __contains__(self, key: str) -> bool:
+        self.import_locations()
         return key in self._table
 
     def names(self) -> List[str]:
+        self.import_locations()
         return sorted(self._table)
 
     def __repr__(self) -> str:
         return f"Registry({self.name!r}, {self.names()})"
 
 
-MODELS = Registry("models")
+MODELS = Registry("models", locations=["paddleseg_unet.models"])
 BACKBONES = MODELS  # UNet has no separate backbone; kept as an alias for readers of PaddleSeg
-LOSSES = Registry("losses")
-DATASETS = Registry("datasets")
-TRANSFORMS = Registry("transforms")
-OPTIMIZERS = Registry("optimizers")
-LR_SCHEDULERS = Registry("lr_schedulers")
+LOSSES = Registry("losses", locations=["paddleseg_unet.models.losses"])
+DATASETS = Registry("datasets", locations=["paddleseg_unet.datasets"])
+TRANSFORMS = Registry("transforms", locations=["paddleseg_unet.transforms"])
+OPTIMIZERS = Registry("optimizers", locations=["paddleseg_unet.core.optim"])
+LR_SCHEDULERS = Registry("lr_schedulers", locations=["paddleseg_unet.core.optim"])
+GRAD_CLIPS = Registry("grad_clips", locations=["paddleseg_unet.core.optim"])
+BACKENDS = Registry("backends", locations=["paddleseg_unet.core.backends"])
+CONVERTERS = Registry("converters", locations=["paddleseg_unet.datasets.converters"])
+HOOKS = Registry("hooks", locations=["paddleseg_unet.core.hooks"])
 
 
 def _is_spec(value: Any) -> bool:

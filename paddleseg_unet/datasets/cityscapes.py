@@ -27,6 +27,15 @@ class Cityscapes(SegDataset):
     """Cityscapes fine annotations; ``mode`` picks the split folder."""
 
     NUM_CLASSES = 19
+    CLASS_NAMES = (
+        "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+        "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+        "bus", "train", "motorcycle", "bicycle")
+    PALETTE = (  # the official colours of the 19 train ids
+        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+        (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+        (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+        (0, 80, 100), (0, 0, 230), (119, 11, 32))
 
     def __init__(self, dataset_root: str, transforms: TransformsArg = None,
                  mode: str = "train", edge: bool = False) -> None:

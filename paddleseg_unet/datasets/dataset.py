@@ -41,8 +41,10 @@ from paddleseg_unet.cvlibs.registry import DATASETS
 from paddleseg_unet.datasets.image_io import (DatasetError, DatasetNotFoundError,
                                               check_label_values, check_same_size,
                                               read_image, read_label, read_mask)
+from paddleseg_unet.utils.visualize import voc_color_map
 
-__all__ = ["SegDataset", "Dataset", "Record", "sample_rng", "build_transforms", "MODES"]
+__all__ = ["SegDataset", "Dataset", "DatasetMeta", "Record", "sample_rng", "build_transforms",
+           "dataset_meta", "MODES"]
 
 MODES = ("train", "val", "test")
 SampleKey = Union[int, Tuple[int, int, int]]
@@ -70,6 +72,35 @@ def build_transforms(transforms: TransformsArg, where: str = "transforms") -> Ca
         return transforms
     raise DatasetError(f"{where}: expected a list of transform specs or a callable, "
                        f"got {type(transforms).__name__}")
+
+
+Color = Tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What a dataset says about its classes, for pictures, exports and result logs.
+
+    ``class_names`` and ``palette`` cover every class (names ``class_i`` and the PASCAL VOC
+    colours where the dataset defines none); ``foreground_class`` is the class scored as
+    the object in a two-class task (vessel), else None; ``valid_region`` names the mask that
+    bounds the scored region (``"fov"`` for the retina sets), else None.
+    """
+
+    class_names: Tuple[str, ...]
+    palette: Tuple[Color, ...]
+    foreground_class: Optional[int] = None
+    valid_region: Optional[str] = None
+
+
+def dataset_meta(section: Any, num_classes: int) -> DatasetMeta:
+    """The metadata of a config's dataset section (``type`` plus optional ``class_names`` /
+    ``palette``) without building the dataset (its files need not exist)."""
+    section = section if isinstance(section, dict) else {}
+    type_name = section.get("type")
+    cls = DATASETS.get(type_name) if isinstance(type_name, str) and type_name in DATASETS \
+        else SegDataset
+    return cls.meta_for(num_classes, section.get("class_names"), section.get("palette"))
 
 
 @dataclass(frozen=True)
@@ -105,10 +136,44 @@ class SegDataset:
     """
 
     NUM_CLASSES: Optional[int] = None
+    # Metadata (see DatasetMeta); a subclass with fixed classes sets them.
+    CLASS_NAMES: Tuple[str, ...] = ()
+    PALETTE: Tuple[Color, ...] = ()
+    FOREGROUND_CLASS: Optional[int] = None
+    VALID_REGION: Optional[str] = None
+
+    @classmethod
+    def meta_for(cls, num_classes: int, class_names: Optional[Sequence[str]] = None,
+                 palette: Optional[Sequence[Sequence[int]]] = None) -> DatasetMeta:
+        """Metadata for ``num_classes`` classes: the given names/colours, else the class's
+        own, completed with ``class_i`` and the VOC colours."""
+        names = list(class_names if class_names is not None else cls.CLASS_NAMES)
+        colors = [tuple(int(v) for v in c) for c in
+                  (palette if palette is not None else cls.PALETTE)]
+        for what, given in (("class_names", names), ("palette", colors)):
+            if len(given) > num_classes:
+                raise DatasetError(f"{cls.__name__}: {what} has {len(given)} entries for "
+                                   f"{num_classes} classes")
+        if any(len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in colors):
+            raise DatasetError(f"{cls.__name__}: palette entries must be [R, G, B] in 0..255, "
+                               f"got {palette!r}")
+        names += [f"class_{i}" for i in range(len(names), num_classes)]
+        voc = voc_color_map(num_classes)
+        colors += [tuple(int(v) for v in voc[i]) for i in range(len(colors), num_classes)]
+        foreground = cls.FOREGROUND_CLASS
+        if foreground is None and num_classes == 2:
+            foreground = 1  # a two-class task scores class 1 as the object
+        return DatasetMeta(tuple(str(n) for n in names), tuple(colors), foreground,  # type: ignore[arg-type]
+                           cls.VALID_REGION)
+
+    @property
+    def meta(self) -> DatasetMeta:
+        return self.meta_for(self.num_classes, self.class_names, self.palette)
 
     def __init__(self, transforms: TransformsArg, num_classes: int, mode: str = "train",
                  ignore_index: int = 255, edge: bool = False,
-                 cache_images: bool = False) -> None:
+                 cache_images: bool = False, class_names: Optional[Sequence[str]] = None,
+                 palette: Optional[Sequence[Sequence[int]]] = None) -> None:
         mode = str(mode).lower()
         if mode not in MODES:
             raise DatasetError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -116,6 +181,9 @@ class SegDataset:
             raise DatasetError(f"num_classes must be a positive integer, got {num_classes!r}")
         self.mode = mode
         self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else None
+        self.palette = [list(c) for c in palette] if palette is not None else None
+        self.meta_for(num_classes, self.class_names, self.palette)  # refuse bad ones now
         self.ignore_index = int(ignore_index)
         self.edge = bool(edge)
         self.cache_images = bool(cache_images)
@@ -226,15 +294,18 @@ class Dataset(SegDataset):
     ``dataset_root`` (in mode 'test' the label may be omitted). Blank lines are skipped.
     Missing files are reported at construction, naming the list file and line.
     ``cache_images=True`` keeps decoded samples in memory (off by default; see the
-    module doc for the memory cost).
+    module doc for the memory cost). ``class_names`` and ``palette`` (``[R, G, B]`` per
+    class) name and colour the classes in pictures, exports and logs.
     """
 
     def __init__(self, dataset_root: str, transforms: TransformsArg, num_classes: int,
                  mode: str = "train", train_path: Optional[str] = None,
                  val_path: Optional[str] = None, test_path: Optional[str] = None,
                  separator: str = " ", ignore_index: int = 255, edge: bool = False,
-                 cache_images: bool = False) -> None:
-        super().__init__(transforms, num_classes, mode, ignore_index, edge, cache_images)
+                 cache_images: bool = False, class_names: Optional[Sequence[str]] = None,
+                 palette: Optional[Sequence[Sequence[int]]] = None) -> None:
+        super().__init__(transforms, num_classes, mode, ignore_index, edge, cache_images,
+                         class_names, palette)
         if dataset_root is None or not os.path.isdir(dataset_root):
             raise DatasetNotFoundError(f"dataset_root is not a directory: {dataset_root}")
         self.dataset_root = dataset_root

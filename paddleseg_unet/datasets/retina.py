@@ -85,6 +85,10 @@ class RetinaDataset(Dataset):
     """
 
     NUM_CLASSES = 2
+    CLASS_NAMES = ("background", "vessel")
+    PALETTE = ((0, 0, 0), (0, 255, 0))  # pure green stands out on the red fundus
+    FOREGROUND_CLASS = 1
+    VALID_REGION = "fov"
     URL: Optional[str] = None  # PaddleSeg's prepared zip
     DIRNAME = ""  # folder name under default_data_home() when dataset_root is None
     CONVERTER = ""  # dataset name for tools/convert_dataset.py

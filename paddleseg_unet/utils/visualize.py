@@ -1,15 +1,11 @@
 """Pictures: colour maps, palette PNGs, overlays, and training curves.
 
-Colour maps (fixed, so a class keeps its colour from run to run and tool to tool):
-
-- Cityscapes: the official colours of the 19 train ids (road = (128, 64, 128), ...);
-  ids past 18 fall back to the generic map.
-- Retinal vessel sets (DRIVE, STARE, CHASEDB1, HRF, SyntheticVessels): background black,
-  vessel pure green (0, 255, 0), which stands out on the red fundus.
-- Anything else: the PASCAL VOC bit-interleaved map (class 0 black, 1 (128, 0, 0),
-  2 (0, 128, 0), 3 (128, 128, 0), 4 (0, 0, 128), ...), the map PaddleSeg uses too. Class
-  ``c`` gets, for each bit triple ``(b0, b1, b2)`` of ``c`` taken from the lowest up,
-  bit ``7 - i`` of R/G/B set from ``b0``/``b1``/``b2`` of the ``i``-th triple.
+Colours come from the dataset's metadata (``DatasetMeta.palette``: fixed per class, so a
+class keeps its colour from run to run and tool to tool). Where a dataset defines none, the
+PASCAL VOC bit-interleaved map applies (class 0 black, 1 (128, 0, 0), 2 (0, 128, 0),
+3 (128, 128, 0), 4 (0, 0, 128), ...), the map PaddleSeg uses too: class ``c`` gets, for
+each bit triple ``(b0, b1, b2)`` of ``c`` taken from the lowest up, bit ``7 - i`` of
+R/G/B set from ``b0``/``b1``/``b2`` of the ``i``-th triple.
 
 Every file written here is written atomically (temporary name, then ``os.replace``).
 """
@@ -27,8 +23,7 @@ import numpy as np
 from paddleseg_unet.utils.io import atomic_write_bytes
 
 __all__ = [
-    "VisualizeError", "CITYSCAPES_CLASSES", "CITYSCAPES_COLORS", "VESSEL_CLASSES",
-    "VESSEL_COLORS", "VESSEL_DATASETS", "voc_color_map", "get_color_map", "get_class_names",
+    "VisualizeError", "voc_color_map", "get_color_map",
     "colorize", "blend", "save_palette_png", "save_rgb_image",
     "save_prob_png", "Curves", "parse_train_log", "read_vdl_log", "read_training_curves",
     "plot_training_curves",
@@ -38,20 +33,6 @@ __all__ = [
 class VisualizeError(ValueError):
     """Bad input to a drawing or log-reading function (the message says what to fix)."""
 
-
-CITYSCAPES_CLASSES: Tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
-    "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
-    "bus", "train", "motorcycle", "bicycle")
-CITYSCAPES_COLORS: Tuple[Tuple[int, int, int], ...] = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-    (0, 80, 100), (0, 0, 230), (119, 11, 32))
-VESSEL_CLASSES: Tuple[str, ...] = ("background", "vessel")
-VESSEL_COLORS: Tuple[Tuple[int, int, int], ...] = ((0, 0, 0), (0, 255, 0))
-VESSEL_DATASETS = frozenset({"DRIVE", "STARE", "CHASEDB1", "HRF", "SyntheticVessels",
-                             "RetinaDataset"})
 
 MAX_PALETTE_CLASSES = 256  # a palette PNG has 8-bit indices
 
@@ -78,32 +59,14 @@ def _check_num_classes(num_classes: int) -> int:
     return int(num_classes)
 
 
-def get_color_map(num_classes: int, dataset_type: Optional[str] = None) -> np.ndarray:
-    """The fixed colour map (``[num_classes, 3]`` uint8 RGB) for a dataset type; see the
-    module docstring for which map applies."""
+def get_color_map(num_classes: int, palette: Optional[Sequence[Sequence[int]]] = None
+                  ) -> np.ndarray:
+    """``[num_classes, 3]`` uint8 RGB: ``palette``'s colours first, the VOC map after."""
     num_classes = _check_num_classes(num_classes)
     colors = voc_color_map(num_classes)
-    known: Sequence[Tuple[int, int, int]] = ()
-    if dataset_type == "Cityscapes":
-        known = CITYSCAPES_COLORS
-    elif dataset_type in VESSEL_DATASETS:
-        known = VESSEL_COLORS
-    n = min(len(known), num_classes)
-    if n:
-        colors[:n] = np.asarray(known[:n], dtype=np.uint8)
+    known = np.asarray(list(palette or [])[:num_classes], dtype=np.uint8).reshape(-1, 3)
+    colors[:len(known)] = known
     return colors
-
-
-def get_class_names(num_classes: int, dataset_type: Optional[str] = None) -> List[str]:
-    """Class names for a dataset type: Cityscapes' 19, background/vessel for the retina
-    sets, else ``class_0``, ``class_1``, ..."""
-    num_classes = _check_num_classes(num_classes)
-    known: Sequence[str] = ()
-    if dataset_type == "Cityscapes":
-        known = CITYSCAPES_CLASSES
-    elif dataset_type in VESSEL_DATASETS:
-        known = VESSEL_CLASSES
-    return [known[i] if i < len(known) else f"class_{i}" for i in range(num_classes)]
 
 
 def _check_pred(pred: np.ndarray, color_map: np.ndarray) -> np.ndarray:

@@ -61,7 +61,7 @@ def test_predict_writes_argmax_palette_overlay_and_prob(tmp_path, model):
     assert sorted(paths) == sorted(list(images) + [str(bad)]) and root == str(tmp_path / "in")
     out = str(tmp_path / "out")
     summary = predict(model, Compose([{"type": "Normalize"}]), paths, out, image_dir=root,
-                      num_classes=2, color_map=get_color_map(2, "DRIVE"), save_prob=True,
+                      num_classes=2, color_map=get_color_map(2, [(0, 0, 0), (0, 255, 0)]), save_prob=True,
                       overlay_weight=0.5, progress=False)
     assert sorted(summary.written) == sorted(images)
     assert [p for p, _ in summary.failed] == [str(bad)]

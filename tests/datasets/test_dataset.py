@@ -13,8 +13,10 @@ from PIL import Image
 
 from paddleseg_unet.cvlibs.registry import DATASETS
 from paddleseg_unet.datasets import (CHASEDB1, DRIVE, HRF, STARE, Cityscapes, Dataset,
-                                     DatasetError, DatasetNotFoundError, read_label)
+                                     DatasetError, DatasetNotFoundError, dataset_meta,
+                                     read_label)
 from paddleseg_unet.transforms import Compose
+from paddleseg_unet.utils import visualize
 
 
 def write_rgb(path, rgb):
@@ -375,3 +377,33 @@ def test_decoded_image_cache_returns_what_disk_reads_give(tmp_path):
     np.testing.assert_array_equal(cached[(0, 0, 0)]["label"], arrays["train0.png"][1][:, ::-1])
     val = DRIVE(dataset_root=str(tmp_path), transforms=[{"type": "Normalize"}], mode="val")
     np.testing.assert_array_equal(val[0]["fov"], arrays["val0.png"][2])
+
+
+VOC_FIRST_3 = [(0, 0, 0), (128, 0, 0), (0, 128, 0)]  # PASCAL VOC devkit colours
+
+
+def test_dataset_metadata_gives_colour_maps_and_names():
+    city = dataset_meta({"type": "Cityscapes"}, 19)
+    colors = visualize.get_color_map(19, city.palette)
+    assert tuple(colors[0]) == (128, 64, 128)  # road
+    assert tuple(colors[10]) == (70, 130, 180)  # sky
+    assert tuple(colors[13]) == (0, 0, 142)  # car
+    assert len({tuple(c) for c in colors}) == 19
+    assert city.class_names[11] == "person" and city.foreground_class is None
+    drive = dataset_meta({"type": "DRIVE"}, 2)
+    assert visualize.get_color_map(2, drive.palette).tolist() == [[0, 0, 0], [0, 255, 0]]
+    hrf = dataset_meta({"type": "HRF"}, 2)
+    assert hrf.class_names == ("background", "vessel")
+    assert (hrf.foreground_class, hrf.valid_region) == (1, "fov")
+    generic = dataset_meta({"type": "Dataset"}, 3)
+    assert [list(c) for c in generic.palette] == [list(c) for c in VOC_FIRST_3]
+    assert generic.class_names == ("class_0", "class_1", "class_2")
+    named = dataset_meta({"type": "Dataset", "class_names": ["bg", "cell"],
+                          "palette": [[1, 2, 3]]}, 3)
+    assert named.class_names == ("bg", "cell", "class_2")
+    assert named.palette[0] == (1, 2, 3) and list(named.palette[2]) == list(VOC_FIRST_3[2])
+    assert visualize.get_color_map(3).tolist() == [list(c) for c in VOC_FIRST_3]
+    with pytest.raises(visualize.VisualizeError):
+        visualize.get_color_map(0)
+    with pytest.raises(DatasetError, match="class_names has 3 entries for 2 classes"):
+        dataset_meta({"type": "Dataset", "class_names": ["a", "b", "c"]}, 2)

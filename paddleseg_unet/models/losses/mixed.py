@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Sequence, Union
 
 import paddle
 
-from paddleseg_unet.cvlibs.config import ConfigError
+from paddleseg_unet.cvlibs.errors import ConfigError
 from paddleseg_unet.cvlibs.registry import LOSSES, build
 from paddleseg_unet.models.losses.cross_entropy import LossInputError
 
