@@ -26,7 +26,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--learning_rate", type=float, default=None,
                         help="override lr_scheduler.learning_rate")
     parser.add_argument("--save_interval", type=int, default=1000,
-                        help="save (and evaluate with --do_eval) every N iterations")
+                        help="save a checkpoint every N iterations")
+    parser.add_argument("--eval_interval", type=int, default=None,
+                        help="with --do_eval, evaluate every N iterations "
+                             "(default: --save_interval)")
     parser.add_argument("--log_iters", type=int, default=10, help="log every N iterations")
     parser.add_argument("--keep_checkpoint_max", type=int, default=5,
                         help="keep only the newest N iter_* checkpoints")
@@ -75,7 +78,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     eval_options["use_fov"] = bool(cfg.test_config.get("use_fov", False))
     options = TrainOptions(
         iters=cfg.iters, batch_size=cfg.batch_size, save_dir=args.save_dir,
-        save_interval=args.save_interval, log_iters=args.log_iters,
+        save_interval=args.save_interval, eval_interval=args.eval_interval,
+        log_iters=args.log_iters,
         keep_checkpoint_max=args.keep_checkpoint_max, resume_model=args.resume_model,
         num_workers=args.num_workers, seed=args.seed, do_eval=args.do_eval,
         use_vdl=args.use_vdl, precision=args.precision, amp_level=args.amp_level,
@@ -94,7 +98,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                       builder.lr_scheduler, options,
                       val_dataset=builder.val_dataset if args.do_eval else None,
                       num_classes=builder.num_classes, config=cfg.to_dict(),
-                      evaluate_fn=evaluate)
+                      evaluate_fn=evaluate, hooks=builder.hooks)
     trainer.train()
 
 

@@ -7,6 +7,7 @@ weights of the loss have one entry per class. A rule is a function ``(config) ->
 """
 from __future__ import annotations
 
+import importlib
 from functools import cached_property
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -15,7 +16,7 @@ import paddle
 from paddleseg_unet.core.optim import build_lr_scheduler, build_optimizer
 from paddleseg_unet.cvlibs.config import Config, dataset_num_classes
 from paddleseg_unet.cvlibs.errors import ConfigError
-from paddleseg_unet.cvlibs.registry import DATASETS, MODELS, TRANSFORMS, build
+from paddleseg_unet.cvlibs.registry import DATASETS, HOOKS, MODELS, TRANSFORMS, build
 from paddleseg_unet.models.losses import build_loss
 
 DATASET_SECTIONS = ("train_dataset", "val_dataset", "test_dataset")
@@ -70,10 +71,24 @@ def check_config(config: Config) -> Config:
     return config
 
 
+def import_custom_modules(config: Config) -> None:
+    """Import the modules named in ``custom_imports`` (a user's own components and hooks
+    register themselves when imported), as mmengine's ``custom_imports``."""
+    modules = config.get("custom_imports") or []
+    for i, name in enumerate(modules):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"{config.where('custom_imports')}[{i}]: cannot import {name!r} "
+                              f"({exc}); put the folder that holds it on PYTHONPATH") from None
+
+
 class SegBuilder:
-    """Builds the model, datasets, loss, lr scheduler and optimizer a config describes."""
+    """Builds the model, datasets, loss, lr scheduler, optimizer and the user's training
+    hooks a config describes."""
 
     def __init__(self, config: Config) -> None:
+        import_custom_modules(config)
         self.config = check_config(config)
 
     def _section(self, key: str) -> Dict[str, Any]:
@@ -117,3 +132,12 @@ class SegBuilder:
         params = parameters if parameters is not None else self.model.parameters()
         return build_optimizer(self._section("optimizer"), params, self.lr_scheduler,
                                where=self.config.where("optimizer"))
+
+    @cached_property
+    def hooks(self) -> List[Any]:
+        """``train_config.hooks``: the user's hooks, built from the ``HOOKS`` registry."""
+        specs = self.config.train_config.get("hooks") or []
+        where = self.config.where("train_config.hooks")
+        if not isinstance(specs, list):
+            raise ConfigError(f"{where}: must be a list of hooks such as [{{type: MyHook}}]")
+        return [build(spec, HOOKS, where=f"{where}[{i}]") for i, spec in enumerate(specs)]

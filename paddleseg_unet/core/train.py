@@ -1,28 +1,29 @@
 """The iteration-based training loop.
 
-One ``Trainer`` owns the loop; the things that happen every N iterations (log, evaluate,
-save) are small methods beside it, so the whole engine reads top to bottom. Exact resume:
-the model, optimizer (with its lr scheduler), RNG states, EMA, best metric, early-stop count
-and the loader position are all restored, and the loader's per-sample randomness depends
+``Trainer`` owns the loop and the step (forward, loss, backward, optimizer and lr step);
+everything else (logging and its writers, EMA, evaluation, best model, early stop,
+checkpoints, a progress bar) is a hook of :mod:`paddleseg_unet.core.hooks`, called before
+and after the run and every step, as detectron2's ``TrainerBase``/``HookBase``. Exact resume:
+the model, optimizer (with its lr scheduler), RNG states, EMA, best metric, early-stop count,
+every hook's own state and the loader position are all restored, and the loader's per-sample randomness depends
 only on (seed, draw index), so an interrupted run continues with the same batches and the
 same augmentations (on CPU bit for bit; see docs/training.md).
 """
 from __future__ import annotations
 
-import os
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import paddle
-import yaml
 
-from paddleseg_unet.core.checkpoint import (TrainState, load_checkpoint, prune_checkpoints,
-                                            save_checkpoint)
-from paddleseg_unet.core.evaluate import evaluate, metric_key
+from paddleseg_unet.core.checkpoint import TrainState, load_checkpoint
+from paddleseg_unet.core.evaluate import evaluate
+from paddleseg_unet.core.hooks import (HookBase, Writer, build_writers, default_hooks,
+                                       hook_name)
 from paddleseg_unet.datasets.loader import build_dataloader
-from paddleseg_unet.utils.io import atomic_write
 from paddleseg_unet.utils.logger import logger
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -42,6 +43,7 @@ class TrainOptions:
     batch_size: int
     save_dir: str = "output"
     save_interval: int = 1000
+    eval_interval: Optional[int] = None  # default: save_interval
     log_iters: int = 10
     keep_checkpoint_max: int = 5
     resume_model: Optional[str] = None
@@ -62,8 +64,8 @@ class TrainOptions:
                              f"got {self.precision!r}")
         if self.amp_level not in AMP_LEVELS:
             raise TrainError(f"--amp_level must be O1 or O2, got {self.amp_level!r}")
-        for name in ("iters", "batch_size", "save_interval", "log_iters"):
-            if int(getattr(self, name)) <= 0:
+        for name in ("iters", "batch_size", "save_interval", "log_iters", "eval_interval"):
+            if getattr(self, name) is not None and int(getattr(self, name)) <= 0:
                 raise TrainError(f"--{name} must be a positive integer, "
                                  f"got {getattr(self, name)}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
@@ -71,11 +73,6 @@ class TrainOptions:
         if self.early_stop_intervals is not None and int(self.early_stop_intervals) <= 0:
             raise TrainError(f"--early_stop_intervals must be a positive integer, "
                              f"got {self.early_stop_intervals}")
-
-
-def format_eta(seconds: float) -> str:
-    seconds = max(int(seconds), 0)
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 class EMA:
@@ -130,18 +127,23 @@ class EMA:
 
 
 class Trainer:
-    """Train ``model`` on ``train_dataset`` for ``options.iters`` iterations."""
+    """Train ``model`` on ``train_dataset`` for ``options.iters`` iterations.
+
+    ``hooks`` are added to the built-in ones (:func:`~paddleseg_unet.core.hooks.default_hooks`)
+    and ``writers`` to the text log (and VisualDL with ``use_vdl``)."""
 
     def __init__(self, model: paddle.nn.Layer, train_dataset: Any, loss_fn: Callable,
                  optimizer: Any, lr_scheduler: Any, options: TrainOptions,
                  val_dataset: Any = None, num_classes: Optional[int] = None,
                  config: Optional[Dict[str, Any]] = None,
-                 evaluate_fn: Optional[Callable[..., Dict[str, Any]]] = None) -> None:
+                 evaluate_fn: Optional[Callable[..., Dict[str, Any]]] = None,
+                 hooks: Sequence[HookBase] = (), writers: Sequence[Writer] = ()) -> None:
         options.check()
         if options.do_eval and val_dataset is None:
             raise TrainError("--do_eval needs a val_dataset section in the config")
         self.options = options
         self.model = model
+        self.train_model = model  # the DataParallel wrapper on several devices
         self.train_dataset = train_dataset
         self.val_dataset = val_dataset
         self.num_classes = num_classes
@@ -164,49 +166,89 @@ class Trainer:
             logger.warning("early_stop_intervals is ignored without --do_eval (it counts "
                            "evaluations)")
         self.scaler = None
-        self.ema = None
-        self.vdl = None
+        self.ema = None  # set by EMAHook
+        self.extra_writers = list(writers)
+        self.writers: List[Writer] = []
+        self.hooks: List[HookBase] = []
+        self.register_hooks(default_hooks(options) + list(hooks))
         self.history: List[Dict[str, float]] = []  # logged rows, also handy for tests
-        self._step_lr = 0.0  # the lr the latest optimizer step used
+        self.resumed: Dict[str, Any] = {}  # what load_checkpoint returned, for the hooks
+        # What the hooks read about the current step:
+        self.iter = 0
+        self.loss: Optional[paddle.Tensor] = None
+        self.step_lr = 0.0  # the lr the latest optimizer step used
+        self.step_start = 0.0  # perf_counter() before the batch was fetched
+        self.reader_cost = 0.0
+        self.latest_metrics: Optional[Dict[str, Any]] = None  # set by EvalHook
+        self.stop_requested = False
+
+    @property
+    def max_iter(self) -> int:
+        return self.options.iters
+
+    # ------------------------------------------------------------------ hooks
+    def register_hooks(self, hooks: Sequence[HookBase]) -> None:
+        """Add hooks; all run in ``priority`` order (equal priorities as registered)."""
+        for hook in hooks:
+            if not isinstance(hook, HookBase):
+                raise TrainError(f"a hook must be a HookBase, got {type(hook).__name__}")
+            hook.trainer = self
+        self.hooks = sorted(self.hooks + list(hooks), key=lambda h: h.priority)
+
+    def _call_hooks(self, stage: str) -> None:
+        for hook in self.hooks:
+            getattr(hook, stage)()
+
+    def hook_states(self) -> Dict[str, Any]:
+        """Every hook's non-empty ``state_dict()``, by :func:`hook_name`."""
+        taken: set = set()
+        states = {hook_name(h, taken): h.state_dict() for h in self.hooks}
+        return {k: v for k, v in states.items() if v}
+
+    def _load_hook_states(self, states: Mapping[str, Any]) -> None:
+        taken: set = set()
+        for hook in self.hooks:
+            name = hook_name(hook, taken)
+            if name in states:
+                hook.load_state_dict(states[name])
+
+    @contextlib.contextmanager
+    def evaluation_weights(self) -> Iterator[None]:
+        """The weights to evaluate and keep as best: the EMA's when there is one."""
+        if self.ema is None:
+            yield
+            return
+        self.ema.swap()
+        try:
+            yield
+        finally:
+            self.ema.swap()
 
     # ------------------------------------------------------------------ setup
+    def _resume(self) -> None:
+        opts = self.options
+        self.resumed = load_checkpoint(opts.resume_model, self.model, self.optimizer)
+        self.state = self.resumed["train_state"]
+        if self.state.metric_name != opts.best_metric and self.state.best_metric is not None:
+            logger.warning(f"The checkpoint tracked the best {self.state.metric_name}; "
+                           f"now tracking {opts.best_metric}, best_model starts afresh")
+            self.state.best_metric = self.state.best_iteration = None
+            self.state.evals_without_improvement = 0
+        self.state.metric_name = opts.best_metric
+        logger.info(f"Resumed from {opts.resume_model} at iter {self.state.iteration}")
+
     def _prepare(self) -> None:
         opts = self.options
-        loaded: Dict[str, Any] = {}
         if opts.resume_model:
-            loaded = load_checkpoint(opts.resume_model, self.model, self.optimizer)
-            self.state = loaded["train_state"]
-            if self.state.metric_name != opts.best_metric and self.state.best_metric is not None:
-                logger.warning(f"The checkpoint tracked the best {self.state.metric_name}; "
-                               f"now tracking {opts.best_metric}, best_model starts afresh")
-                self.state.best_metric = self.state.best_iteration = None
-                self.state.evals_without_improvement = 0
-            self.state.metric_name = opts.best_metric
-            logger.info(f"Resumed from {opts.resume_model} at iter {self.state.iteration}")
+            self._resume()
+        self.iter = self.state.iteration
         if self.amp_dtype == "float16":
             self.scaler = paddle.amp.GradScaler(init_loss_scaling=1024)
         if self.amp_dtype and opts.amp_level == "O2":
             self.model, self.optimizer = paddle.amp.decorate(
                 models=self.model, optimizers=self.optimizer, level="O2", dtype=self.amp_dtype)
-        if opts.ema_decay:
-            self.ema = EMA(self.model, opts.ema_decay)
-            if loaded.get("ema") is not None:
-                self.ema.set_state_dict(loaded["ema"])
-            elif opts.resume_model:
-                logger.info("The checkpoint has no EMA weights; the average starts from "
-                            "the resumed weights")
-        self.train_model = self.model
-        if self.world_size > 1:
-            self._wrap_data_parallel()
-        if self.is_main:
-            os.makedirs(opts.save_dir, exist_ok=True)
-            if self.config is not None:
-                with atomic_write(os.path.join(opts.save_dir, "config.yml"), "w",
-                                  encoding="utf-8") as f:
-                    yaml.safe_dump(self.config, f, sort_keys=False, default_flow_style=None)
-            if opts.use_vdl:
-                from visualdl import LogWriter
-                self.vdl = LogWriter(os.path.join(opts.save_dir, "vdl_log"))
+            self.train_model = self.model
+        self.writers = (build_writers(opts) if self.is_main else []) + self.extra_writers
 
     def _wrap_data_parallel(self) -> None:
         if not paddle.distributed.is_initialized():
@@ -214,7 +256,7 @@ class Trainer:
         has_bn = any(isinstance(layer, paddle.nn.layer.norm._BatchNormBase)
                      for layer in self.model.sublayers())
         if self.on_gpu:
-            # Shares the BN parameters, so the optimizer and EMA built above still apply.
+            # Shares the BN parameters, so the optimizer and EMA built before still apply.
             self.model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         elif has_bn and self.is_main:
             logger.warning("Paddle has no CPU kernel for SyncBatchNorm: on CPU each process "
@@ -225,67 +267,44 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self) -> TrainState:
         self._prepare()
-        opts = self.options
-        start = self.state.iteration
-        if start >= opts.iters:
-            logger.info(f"Nothing to do: iteration {start} >= --iters {opts.iters}")
-            self._close()
-            return self.state
-        loader = build_dataloader(self.train_dataset, opts.batch_size, mode="train",
-                                  num_workers=opts.num_workers, seed=opts.seed,
-                                  rank=self.rank, world_size=self.world_size,
-                                  start_iter=start)
-        batches = iter(loader)
-        bar = self._progress_bar(start)
         try:
-            self._loop(batches, bar, start)
+            self._call_hooks("before_train")
+            self._load_hook_states(self.state.extra.get("hooks") or {})
+            if self.world_size > 1:
+                self._wrap_data_parallel()
+            if self.iter >= self.max_iter:
+                logger.info(f"Nothing to do: iteration {self.iter} >= --iters {self.max_iter}")
+                return self.state
+            self._loop()
         finally:
-            batches.close()  # shuts the loader's worker processes down now, not at exit
-            if bar is not None:
-                bar.close()
-            self._close()
+            self._call_hooks("after_train")
+            for writer in self.writers:
+                writer.close()
+            self.writers = []
         return self.state
 
-    def _loop(self, batches: Iterator[Dict[str, Any]], bar: Any, start: int) -> None:
-        opts = self.options
-        self.train_model.train()
-        loss_sum = paddle.zeros([])
-        window = {"batch": 0.0, "reader": 0.0, "n": 0}
-        run_start = time.perf_counter()
-        iteration = start
-        tic = time.perf_counter()
-        while iteration < opts.iters:
-            batch = next(batches)
-            reader_cost = time.perf_counter() - tic
-            iteration += 1
-            loss = self._step(batch)
-            loss_sum += loss.detach()
-            batch_cost = time.perf_counter() - tic
-            window["batch"] += batch_cost
-            window["reader"] += reader_cost
-            window["n"] += 1
-            if bar is not None:
-                bar.update(1)
-            if iteration % opts.log_iters == 0 or iteration == opts.iters:
-                self._log(iteration, float(loss_sum) / window["n"], window, run_start, start)
-                loss_sum = paddle.zeros([])
-                window = {"batch": 0.0, "reader": 0.0, "n": 0}
-            if iteration % opts.save_interval == 0 or iteration == opts.iters:
-                self.state.iteration = iteration
-                stop = self._evaluate_and_save(iteration)
-                self.train_model.train()
-                if stop:
-                    logger.info(f"Early stop at iter {iteration}: no {opts.best_metric} "
-                                f"improvement in {opts.early_stop_intervals} evaluations")
-                    break
-            tic = time.perf_counter()
+    def _loop(self) -> None:
+        loader = build_dataloader(self.train_dataset, self.options.batch_size, mode="train",
+                                  num_workers=self.options.num_workers,
+                                  seed=self.options.seed, rank=self.rank,
+                                  world_size=self.world_size, start_iter=self.iter)
+        batches = iter(loader)
+        try:
+            self.train_model.train()
+            while self.iter < self.max_iter and not self.stop_requested:
+                self.step_start = time.perf_counter()
+                batch = next(batches)
+                self.reader_cost = time.perf_counter() - self.step_start
+                self.iter += 1
+                self.state.iteration = self.iter
+                self._call_hooks("before_step")
+                self.loss = self.run_step(batch)
+                self._call_hooks("after_step")
+        finally:
+            batches.close()  # shuts the loader's worker processes down now, not at exit
 
-    def _close(self) -> None:
-        if self.vdl is not None:
-            self.vdl.close()
-            self.vdl = None
-
-    def _step(self, batch: Dict[str, Any]) -> paddle.Tensor:
+    def run_step(self, batch: Dict[str, Any]) -> paddle.Tensor:
+        """One optimisation step on ``batch``; returns the loss."""
         img, label = batch["img"], batch["label"]
         if self.amp_dtype:
             with paddle.amp.auto_cast(level=self.options.amp_level, dtype=self.amp_dtype):
@@ -302,95 +321,8 @@ class Trainer:
         else:
             loss.backward()
             self.optimizer.step()
-        self._step_lr = self.optimizer.get_lr()  # what this step used; logged like PaddleSeg
+        self.step_lr = self.optimizer.get_lr()  # what this step used; logged like PaddleSeg
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
         self.optimizer.clear_grad()
-        if self.ema is not None:
-            self.ema.update()
         return loss
-
-    # ------------------------------------------------------------------ every N iterations
-    def _progress_bar(self, start: int) -> Any:
-        import sys
-        if not (self.is_main and sys.stdout.isatty()):
-            return None
-        from tqdm import tqdm
-        return tqdm(total=self.options.iters, initial=start, unit="it", dynamic_ncols=True,
-                    leave=False)
-
-    def _log(self, iteration: int, loss: float, window: Dict[str, float], run_start: float,
-             start: int) -> None:
-        opts = self.options
-        n = max(window["n"], 1)
-        batch_cost, reader_cost = window["batch"] / n, window["reader"] / n
-        done = iteration - start
-        elapsed = time.perf_counter() - run_start
-        eta = elapsed / max(done, 1) * (opts.iters - iteration)
-        lr = self._step_lr
-        ips = opts.batch_size * self.world_size / max(batch_cost, 1e-12)
-        epoch = (iteration - 1) * opts.batch_size * self.world_size // max(
-            len(self.train_dataset), 1) + 1
-        row = {"iter": iteration, "epoch": epoch, "loss": loss, "lr": lr,
-               "batch_cost": batch_cost, "reader_cost": reader_cost, "ips": ips}
-        self.history.append(row)
-        if not self.is_main:
-            return
-        logger.info(f"[TRAIN] epoch: {epoch}, iter: {iteration}/{opts.iters}, loss: {loss:.4f}, "
-                    f"lr: {lr:.6f}, batch_cost: {batch_cost:.4f}, reader_cost: {reader_cost:.5f}, "
-                    f"ips: {ips:.4f} samples/sec | ETA {format_eta(eta)}")
-        if self.vdl is not None:
-            for key in ("loss", "lr", "batch_cost", "reader_cost"):
-                self.vdl.add_scalar(f"Train/{key}", row[key], iteration)
-
-    def _evaluate_and_save(self, iteration: int) -> bool:
-        """Evaluate (if asked), save ``iter_N`` and ``best_model``; True to stop early."""
-        opts = self.options
-        stop = False
-        if opts.do_eval:
-            if self.ema is not None:
-                self.ema.swap()  # evaluate (and keep as best) the averaged weights
-            try:
-                metrics = self.evaluate_fn(self.model, self.val_dataset, self.num_classes,
-                                           num_workers=opts.num_workers, **opts.eval_options)
-                stop = self._track_best(iteration, metrics)
-                if self.state.best_iteration == iteration and self.is_main:
-                    # Before iter_N: a crash in between leaves a state.json that does not
-                    # yet claim this best, and the resumed run evaluates it again.
-                    save_checkpoint(os.path.join(opts.save_dir, "best_model"), self.model, None,
-                                    self.state, self.config)
-            finally:
-                if self.ema is not None:
-                    self.ema.swap()
-        if self.is_main:
-            ema_state = self.ema.state_dict() if self.ema is not None else None
-            folder = save_checkpoint(os.path.join(opts.save_dir, f"iter_{iteration}"),
-                                     self.model, self.optimizer, self.state, self.config,
-                                     ema_state=ema_state)
-            prune_checkpoints(opts.save_dir, opts.keep_checkpoint_max)
-            logger.info(f"Saved checkpoint {folder}")
-        return stop
-
-    def _track_best(self, iteration: int, metrics: Dict[str, Any]) -> bool:
-        name = self.options.best_metric
-        key = metric_key(name)
-        if key not in metrics:
-            scalars = [k for k, v in metrics.items() if isinstance(v, (int, float))]
-            raise TrainError(f"--best_metric {name!r} is not among the evaluation results "
-                             f"({', '.join(scalars)}); AUC needs test_config.auc_roc: True")
-        value = float(metrics[key])
-        if self.vdl is not None:
-            for key, val in metrics.items():
-                if isinstance(val, (int, float)) and not isinstance(val, bool):
-                    self.vdl.add_scalar(f"Evaluate/{key}", float(val), iteration)
-        if self.state.best_metric is None or value > self.state.best_metric:
-            self.state.best_metric, self.state.best_iteration = value, iteration
-            self.state.evals_without_improvement = 0
-        else:
-            self.state.evals_without_improvement += 1
-        if self.is_main:
-            logger.info(f"[EVAL] The model with the best validation {name} "
-                        f"({self.state.best_metric:.4f}) was saved at iter "
-                        f"{self.state.best_iteration}.")
-        limit = self.options.early_stop_intervals
-        return bool(limit) and self.state.evals_without_improvement >= limit

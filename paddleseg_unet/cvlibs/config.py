@@ -37,6 +37,7 @@ SECTION_TYPES: Dict[str, Tuple[type, ...]] = {
     "test_config": (dict,),
     "train_config": (dict,),
     "export": (dict,),
+    "custom_imports": (list,),
 }
 
 # What each purpose needs before anything runs.

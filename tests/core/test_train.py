@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dist_train_worker import REPO, build_parts, weights_of, write_tiny_dataset  # noqa: E402
 
 from paddleseg_unet.core.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from paddleseg_unet.core.hooks import HookBase  # noqa: E402
 from paddleseg_unet.core.train import EMA, Trainer, TrainError, TrainOptions  # noqa: E402
 from paddleseg_unet.datasets import Dataset  # noqa: E402
 from paddleseg_unet.utils.logger import logger  # noqa: E402
@@ -60,11 +61,12 @@ def make_trainer(root: str, save_dir: str, iters: int, parts_kw: Dict[str, Any] 
                  **options: Any) -> Trainer:
     model, dataset, loss, opt, scheduler = build_parts(root, iters, **(parts_kw or {}))
     evaluate_fn = options.pop("evaluate_fn", None)
+    hooks = options.pop("hooks", ())
     options.setdefault("batch_size", 2)
     opts = TrainOptions(iters=iters, save_dir=save_dir, **options)
     val = val_dataset(root) if opts.do_eval else None
     return Trainer(model, dataset, loss, opt, scheduler, opts, val_dataset=val, num_classes=2,
-                   evaluate_fn=evaluate_fn)
+                   evaluate_fn=evaluate_fn, hooks=hooks)
 
 
 def scripted_metrics(values: List[float], seen: List[Dict[str, np.ndarray]] = None):
@@ -145,14 +147,15 @@ def test_resume_gives_the_same_losses_and_weights(root, tmp_path):
     class Crash(Exception):
         pass
 
-    first = make_trainer(root, str(tmp_path / "cut"), 2 * k, **common)
-    save = first._evaluate_and_save
+    class CrashAfterTheFirstCheckpoint(HookBase):
+        priority = 80  # after CheckpointHook
 
-    def save_then_crash(iteration: int) -> bool:
-        save(iteration)
-        raise Crash
+        def after_step(self) -> None:
+            if self.trainer.iter == k:
+                raise Crash
 
-    first._evaluate_and_save = save_then_crash
+    first = make_trainer(root, str(tmp_path / "cut"), 2 * k,
+                         hooks=[CrashAfterTheFirstCheckpoint()], **common)
     with pytest.raises(Crash):
         first.train()
     # A model built after others gets other internal parameter names than the saved
@@ -318,17 +321,20 @@ def test_ema_matches_numpy_and_swaps_exactly():
 
 def test_evaluation_and_best_model_use_ema_weights(root, tmp_path):
     decay, seen = 0.5, []
+    snapshots = []
+
+    class RecordWeights(HookBase):
+        priority = 5  # before EMAHook and EvalHook: the raw weights of each step
+
+        def before_train(self) -> None:
+            snapshots.append(weights_of(self.trainer.model))
+
+        def after_step(self) -> None:
+            snapshots.append(weights_of(self.trainer.model))
+
     trainer = make_trainer(root, str(tmp_path), 3, save_interval=3, do_eval=True,
-                           ema_decay=decay, evaluate_fn=scripted_metrics([0.5], seen))
-    snapshots = [weights_of(trainer.model)]
-    step = trainer._step
-
-    def step_and_record(batch):
-        loss = step(batch)
-        snapshots.append(weights_of(trainer.model))
-        return loss
-
-    trainer._step = step_and_record
+                           ema_decay=decay, evaluate_fn=scripted_metrics([0.5], seen),
+                           hooks=[RecordWeights()])
     trainer.train()
     expected = snapshots[0]
     for now in snapshots[1:]:
