@@ -30,8 +30,8 @@ import paddle  # noqa: E402
 import paddle.nn as nn  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from paddleseg_unet.core.infer import (as_forward, inference, slide_windows,  # noqa: E402
-                                       slide_workers_for)
+from paddleseg_unet.core.infer import (InferenceOptions, as_forward, inference,  # noqa: E402
+                                       slide_windows, slide_workers_for)
 from paddleseg_unet.utils.device import set_cpu_threads  # noqa: E402
 
 
@@ -116,9 +116,8 @@ def main(argv=None) -> int:
     for _ in range(args.repeat):
         base, t = _timed(lambda: one_window_at_a_time(model, img, crop, stride))
         base_t = [min(a, b) for a, b in zip(base_t, t)]
-        batched, t = _timed(lambda: inference(model, img, is_slide=True, crop_size=crop,
-                                              stride=stride,
-                                              slide_batch=args.slide_batch).numpy())
+        batched, t = _timed(lambda: inference(model, img, InferenceOptions(
+            is_slide=True, crop_size=crop, stride=stride, slide_batch=args.slide_batch)).numpy())
         batched_t = [min(a, b) for a, b in zip(batched_t, t)]
 
     diff = float(np.abs(batched - base).max())

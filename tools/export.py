@@ -18,7 +18,8 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_unet.utils.cli import add_config_args, add_model_path_arg, apply_model_path, run_cli  # noqa: E402
+from paddleseg_unet.apis.cli import (add_config_args, add_model_path_arg,  # noqa: E402
+                                     apply_model_path, run_cli, start)
 
 CHECK_TOLERANCE = 1e-4
 
@@ -49,15 +50,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     from paddleseg_unet.core.backends import verify_export
     from paddleseg_unet.core.export import config_deploy_info, export_model
-    from paddleseg_unet.apis.builder import SegBuilder
-    from paddleseg_unet.cvlibs.config import load_config
-    from paddleseg_unet.utils.device import setup_device
-    from paddleseg_unet.utils.logger import logger, setup_logger
+    from paddleseg_unet.utils.logger import logger
 
-    setup_logger()
-    cfg = load_config(args.config, opts=args.opts, purpose="model")
-    setup_device(args.device, args.num_threads)
-    model = SegBuilder(cfg).model
+    cfg, builder = start(args, purpose="model")
+    model = builder.model
     apply_model_path(model, args.model_path, cfg["model"].get("pretrained"))
     info = config_deploy_info(cfg)
     export_model(model, args.save_dir, num_classes=info.num_classes,

@@ -21,9 +21,9 @@ from typing import List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddleseg_unet.core.backends import add_backend_args  # noqa: E402
-from paddleseg_unet.utils.cli import (add_config_args, add_inference_args,  # noqa: E402
-                                      add_model_path_arg, apply_model_path, inference_options,
-                                      run_cli)
+from paddleseg_unet.apis.cli import (add_config_args, add_inference_args,  # noqa: E402
+                                     add_model_path_arg, apply_model_path, inference_options,
+                                     run_cli, start)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -57,20 +57,21 @@ def main(argv: Optional[List[str]] = None) -> None:
     from paddleseg_unet.core.backends import backend_from_args
     from paddleseg_unet.core.export import config_deploy_info
     from paddleseg_unet.core.predict import PredictError, collect_images, predict
-    from paddleseg_unet.apis.builder import SegBuilder
-    from paddleseg_unet.cvlibs.config import load_config
+    from paddleseg_unet.datasets import SegDataset
     from paddleseg_unet.transforms import Compose
     from paddleseg_unet.utils.device import setup_device
     from paddleseg_unet.utils.logger import setup_logger
-    from paddleseg_unet.datasets import SegDataset
     from paddleseg_unet.utils.visualize import get_color_map
 
-    setup_logger()
     if args.config is None and args.model_dir is None:
         raise SystemExit("error: give --config (with --model_path), or --model_dir with an "
                          "exported model")
-    cfg = load_config(args.config, opts=args.opts, purpose="model") if args.config else None
-    setup_device(args.device, args.num_threads)
+    if args.config is not None:
+        cfg, builder = start(args, purpose="model")
+    else:  # an exported model alone: its deploy.yaml is the config
+        setup_logger()
+        setup_device(args.device, args.num_threads)
+        cfg = builder = None
     images, image_dir = collect_images(args.image_path)
     backend = backend_from_args(args)
     if backend is not None:
@@ -80,20 +81,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         names = deploy.class_names or list(SegDataset.meta_for(num_classes).class_names)
     else:
         info = config_deploy_info(cfg)
-        model = SegBuilder(cfg).model
+        model = builder.model
         apply_model_path(model, args.model_path, cfg["model"].get("pretrained"))
         transforms, num_classes = Compose(info.transforms), info.num_classes
         colors, names = info.color_map, info.class_names
-    options = inference_options(args, cfg.test_config if cfg is not None else None)
     summary = predict(model, transforms, images, args.save_dir, image_dir=image_dir,
                       num_classes=num_classes, color_map=colors,
                       overlay_weight=args.overlay_weight,
                       overlay_background=args.overlay_background or names[0] != "background",
-                      save_prob=args.save_prob, aug_pred=options["aug_eval"],
-                      scales=options["scales"], flip_horizontal=options["flip_horizontal"],
-                      flip_vertical=options["flip_vertical"], is_slide=options["is_slide"],
-                      crop_size=options["crop_size"], stride=options["stride"],
-                      slide_batch=options["slide_batch"], aug_average=options["aug_average"],
+                      save_prob=args.save_prob,
+                      inference=inference_options(args, cfg.test_config if cfg else None),
                       progress=not args.no_progress)
     if not summary.written:
         raise PredictError(f"none of the {len(images)} image(s) could be read")

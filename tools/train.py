@@ -12,7 +12,8 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_unet.utils.cli import add_config_args, add_inference_args, inference_options, run_cli  # noqa: E402
+from paddleseg_unet.apis.cli import (add_config_args, add_inference_args,  # noqa: E402
+                                     inference_options, run_cli, start)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -57,25 +58,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     import paddle
 
-    from paddleseg_unet.core.evaluate import evaluate
+    from paddleseg_unet.core.evaluate import EvalOptions, evaluate
     from paddleseg_unet.core.train import Trainer, TrainOptions
-    from paddleseg_unet.apis.builder import SegBuilder
-    from paddleseg_unet.cvlibs.config import load_config
-    from paddleseg_unet.utils.device import setup_device
-    from paddleseg_unet.utils.logger import setup_logger
 
-    world_size = paddle.distributed.get_world_size()
-    rank = paddle.distributed.get_rank()
-    setup_logger(os.path.join(args.save_dir, "train.log"), rank=rank)
-    cfg = load_config(args.config, batch_size=args.batch_size, iters=args.iters,
-                      learning_rate=args.learning_rate, opts=args.opts,
-                      purpose="train")
+    cfg, builder = start(args, purpose="train", log_file=os.path.join(args.save_dir, "train.log"),
+                         batch_size=args.batch_size, iters=args.iters,
+                         learning_rate=args.learning_rate)
     if args.do_eval:
         cfg.validate("val")
     train_config = cfg.train_config
-    eval_options = inference_options(args, cfg.test_config)
-    eval_options["auc_roc"] = bool(cfg.test_config.get("auc_roc", False))
-    eval_options["use_fov"] = bool(cfg.test_config.get("use_fov", False))
+    eval_options = EvalOptions.build(cfg.test_config, inference_options(args, cfg.test_config),
+                                     num_workers=args.num_workers)
     options = TrainOptions(
         iters=cfg.iters, batch_size=cfg.batch_size, save_dir=args.save_dir,
         save_interval=args.save_interval, eval_interval=args.eval_interval,
@@ -88,13 +81,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         best_metric=args.best_metric or train_config.get("best_metric", "mIoU"),
         eval_options=eval_options)
     options.check()  # bad flags fail before anything is built
-    setup_device(args.device, args.num_threads)
-    if world_size > 1:
-        paddle.distributed.init_parallel_env()
     paddle.seed(args.seed)
-    builder = SegBuilder(cfg)
-    model = builder.model
-    trainer = Trainer(model, builder.train_dataset, builder.loss, builder.optimizer(),
+    trainer = Trainer(builder.model, builder.train_dataset, builder.loss, builder.optimizer(),
                       builder.lr_scheduler, options,
                       val_dataset=builder.val_dataset if args.do_eval else None,
                       num_classes=builder.num_classes, config=cfg.to_dict(),

@@ -17,8 +17,9 @@ from typing import List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddleseg_unet.core.backends import add_backend_args  # noqa: E402
-from paddleseg_unet.utils.cli import (add_config_args, add_inference_args, add_model_path_arg,  # noqa: E402
-                                      apply_model_path, inference_options, run_cli)
+from paddleseg_unet.apis.cli import (add_config_args, add_inference_args,  # noqa: E402
+                                     add_model_path_arg, apply_model_path, inference_options,
+                                     run_cli, start)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -36,7 +37,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              "(default: all pixels, as PaddleSeg scores them)")
     parser.add_argument("--num_workers", type=int, default=0, help="data loader processes")
     parser.add_argument("--batch_size", type=int, default=1,
-                        help="images per forward for whole-image evaluation of equal-sized images")
+                        help="images per forward pass (images of the same size share one)")
     parser.add_argument("--save_json", default=None, help="write every metric to this JSON file")
     add_backend_args(parser)
     add_inference_args(parser)
@@ -48,34 +49,22 @@ def main(argv: Optional[List[str]] = None) -> None:
     import paddle
 
     from paddleseg_unet.core.backends import backend_from_args, exported_val_dataset
-    from paddleseg_unet.core.evaluate import evaluate, save_results_json
-    from paddleseg_unet.apis.builder import SegBuilder
-    from paddleseg_unet.cvlibs.config import load_config
-    from paddleseg_unet.utils.device import setup_device
-    from paddleseg_unet.utils.logger import setup_logger
+    from paddleseg_unet.core.evaluate import EvalOptions, evaluate, save_results_json
 
-    setup_logger(rank=paddle.distributed.get_rank())
-    cfg = load_config(args.config, opts=args.opts, purpose="val")
-    setup_device(args.device, args.num_threads)
-    if paddle.distributed.get_world_size() > 1:
-        paddle.distributed.init_parallel_env()
-    builder = SegBuilder(cfg)
-    options = inference_options(args, cfg.test_config)
-    auc = args.auc_roc if args.auc_roc is not None else bool(cfg.test_config.get("auc_roc"))
-    use_fov = args.use_fov or bool(cfg.test_config.get("use_fov", False))
+    cfg, builder = start(args, purpose="val")
+    options = EvalOptions.build(cfg.test_config, inference_options(args, cfg.test_config),
+                                auc_roc=args.auc_roc, use_fov=args.use_fov or None,
+                                batch_size=args.batch_size, num_workers=args.num_workers)
     backend = backend_from_args(args)
     if backend is not None:
-        model, dataset = backend, exported_val_dataset(builder, backend, auc)
+        model, dataset = backend, exported_val_dataset(builder, backend, options.auc_roc)
     else:
         model, dataset = builder.model, builder.val_dataset
         apply_model_path(model, args.model_path, cfg["model"].get("pretrained"),
                          strict=not args.allow_partial)
-    results = evaluate(model, dataset, builder.num_classes, auc_roc=auc,
-                       use_fov=use_fov, num_workers=args.num_workers,
-                       batch_size=args.batch_size, **options)
+    results = evaluate(model, dataset, builder.num_classes, options)
     if args.save_json and paddle.distributed.get_rank() == 0:
-        save_results_json(results, args.save_json,
-                          flags=dict(vars(args), auc_roc=auc, use_fov=use_fov, **options))
+        save_results_json(results, args.save_json, flags=dict(vars(args), **options.to_dict()))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import paddle.nn.functional as F
 import yaml
 
 from paddleseg_unet.core.export import DEPLOY_FILE, OUTPUT_OPS
+from paddleseg_unet.cvlibs.registry import BACKENDS
 from paddleseg_unet.utils.device import cpu_threads
 from paddleseg_unet.utils.logger import logger
 
@@ -36,7 +37,6 @@ __all__ = ["BACKENDS", "BackendError", "DeployInfo", "load_deploy", "Backend",
            "outputs_to_logits", "verify_export", "add_backend_args", "backend_from_args",
            "exported_val_dataset"]
 
-BACKENDS = ("paddle", "inference", "onnxruntime")
 _LOG_FLOOR = 1e-30  # log(0) guard when turning softmax outputs back into logits
 
 
@@ -128,9 +128,14 @@ def outputs_to_logits(out: Union[np.ndarray, paddle.Tensor], output_op: str,
 
 
 class Backend:
-    """``backend(x) -> logits``; subclasses implement :meth:`run` (numpy or tensor out)."""
+    """``backend(x) -> logits``; subclasses implement :meth:`run` (numpy or tensor out).
+
+    A backend registers in ``BACKENDS`` under its ``--backend`` name and is built as
+    ``cls(source, num_threads)``: ``source`` an exported folder (deploy.yaml), or a paddle
+    model for a backend with ``takes_layer``."""
 
     kind = ""
+    takes_layer = False
 
     def __init__(self, output_op: str = "none", num_classes: Optional[int] = None,
                  deploy: Optional[DeployInfo] = None) -> None:
@@ -165,12 +170,15 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+@BACKENDS.register("paddle")
 class PaddleBackend(Backend):
     """Paddle eager: a Layer (logits out) or an exported folder via ``paddle.jit.load``."""
 
     kind = "paddle"
+    takes_layer = True
 
-    def __init__(self, source: Union[paddle.nn.Layer, str]) -> None:
+    def __init__(self, source: Union[paddle.nn.Layer, str],
+                 num_threads: Optional[int] = None) -> None:
         if isinstance(source, paddle.nn.Layer):
             super().__init__("none", getattr(source, "num_classes", None))
             self.model = source
@@ -190,6 +198,7 @@ class PaddleBackend(Backend):
         return self.model(x)
 
 
+@BACKENDS.register("inference")
 class InferenceBackend(Backend):
     """The Paddle Inference predictor (CPU with oneDNN, or the current GPU)."""
 
@@ -234,6 +243,7 @@ class InferenceBackend(Backend):
         return self.predictor.get_output_handle(self.output_name).copy_to_cpu()
 
 
+@BACKENDS.register("onnxruntime")
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime (CPU execution provider), ``num_threads`` intra-op threads."""
 
@@ -270,20 +280,18 @@ class OnnxRuntimeBackend(Backend):
 
 def build_backend(kind: str, source: Union[paddle.nn.Layer, str],
                   num_threads: Optional[int] = None) -> Backend:
-    """A backend of ``kind`` (one of :data:`BACKENDS`) for ``source``: a paddle model
+    """A backend registered as ``kind`` in ``BACKENDS`` for ``source``: a paddle model
     (``paddle`` only) or an exported folder. CPU backends use ``num_threads`` threads
     (default: ``OMP_NUM_THREADS``, else every core)."""
     if kind not in BACKENDS:
-        raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
-    if kind == "paddle":
-        return PaddleBackend(source)
-    if isinstance(source, paddle.nn.Layer):
+        raise BackendError(f"backend must be one of {', '.join(BACKENDS.names())}, "
+                           f"got {kind!r}")
+    cls = BACKENDS.get(kind)
+    if isinstance(source, paddle.nn.Layer) and not cls.takes_layer:
         raise BackendError(f"the {kind} backend runs an exported model: export it with "
                            f"tools/export.py{' --onnx' if kind == 'onnxruntime' else ''} "
                            f"and pass the folder (--model_dir)")
-    if kind == "inference":
-        return InferenceBackend(source, num_threads)
-    return OnnxRuntimeBackend(source, num_threads)
+    return cls(source, num_threads)
 
 
 def verify_export(model: paddle.nn.Layer, model_dir: str, kinds: Optional[List[str]] = None,
@@ -322,7 +330,7 @@ def verify_export(model: paddle.nn.Layer, model_dir: str, kinds: Optional[List[s
 def add_backend_args(parser: Any) -> None:
     """``--backend`` and ``--model_dir`` for tools that can run an exported model."""
     group = parser.add_argument_group("backend")
-    group.add_argument("--backend", choices=BACKENDS, default="paddle",
+    group.add_argument("--backend", choices=BACKENDS.names(), default="paddle",
                        help="paddle: eager Paddle (default); inference: Paddle Inference on "
                             "an exported model; onnxruntime: ONNX Runtime (CPU) on its "
                             "model.onnx. The last two need --model_dir")

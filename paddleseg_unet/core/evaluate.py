@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any, Dict, Optional, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import paddle
 
-from paddleseg_unet.core.infer import aug_inference
+from paddleseg_unet.core.infer import InferenceOptions, aug_inference
 from paddleseg_unet.core.metrics import SegMetricAccumulator
 from paddleseg_unet.datasets.loader import build_dataloader
 from paddleseg_unet.utils.io import atomic_write
@@ -28,6 +29,51 @@ METRIC_ALIASES = {"miou": "miou", "mdice": "mdice", "dice": "mdice", "acc": "acc
 
 class EvaluationError(Exception):
     """An evaluation that cannot be run as asked."""
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What an evaluation computes and how it reads the data; built once per run from the
+    config's ``test_config`` and the flags (:meth:`build`), passed whole to :func:`evaluate`.
+
+    ``batch_size`` images of the same size (and preprocessing) share one forward pass.
+    """
+
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
+    auc_roc: bool = False
+    use_fov: bool = False
+    batch_size: int = 1
+    num_workers: int = 0
+    ignore_index: int = 255
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "num_workers"):
+            value, low = getattr(self, name), 1 if name == "batch_size" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise EvaluationError(f"--{name} must be an integer >= {low}, got {value!r}")
+
+    @classmethod
+    def build(cls, test_config: Optional[Mapping[str, Any]] = None,
+              inference: Optional[InferenceOptions] = None, **flags: Any) -> "EvalOptions":
+        """``test_config`` (``auc_roc``, ``use_fov`` and the inference keys) with the given
+        flags on top; a flag that is None is not given."""
+        test_config = dict(test_config or {})
+        values: Dict[str, Any] = {
+            "inference": inference if inference is not None
+            else InferenceOptions.build(test_config),
+            "auc_roc": bool(test_config.get("auc_roc", False)),
+            "use_fov": bool(test_config.get("use_fov", False))}
+        values.update({k: v for k, v in flags.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "EvalOptions":
+        return replace(self, **changes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "inference"}
+        out.update(self.inference.to_dict())
+        return out
 
 
 def metric_key(name: str) -> str:
@@ -52,16 +98,38 @@ def _as_tensor(value: Any, dtype: str) -> paddle.Tensor:
     return paddle.to_tensor(np.ascontiguousarray(value), dtype=dtype)
 
 
+def _images(img: Any, start: int, stop: int) -> paddle.Tensor:
+    """Images ``start:stop`` of a batch: a stacked tensor, or a list of CHW images."""
+    if isinstance(img, paddle.Tensor):
+        return img[start:stop]
+    return paddle.stack([_as_tensor(v, "float32") for v in img[start:stop]])
+
+
+def _forward_groups(batch: Dict[str, Any], n: int) -> List[Tuple[int, int]]:
+    """Runs ``[start, stop)`` of samples that can share one forward pass: same image size,
+    same preprocessing record (trans_info) and same label size."""
+    def key(i: int) -> Any:
+        img = batch["img"]
+        shape = tuple(img.shape[1:]) if isinstance(img, paddle.Tensor) else tuple(img[i].shape)
+        fields = _sample_fields(batch, i)
+        label = fields["label"]
+        trans = fields["trans_info"]
+        return shape, tuple(label.shape[-2:]), repr(trans)
+
+    groups, start = [], 0
+    for i in range(1, n + 1):
+        if i == n or key(i) != key(start):
+            groups.append((start, i))
+            start = i
+    return groups
+
+
 @paddle.no_grad()
-def evaluate(model: Any, dataset: Any, num_classes: int, *, auc_roc: bool = False,
-             use_fov: bool = False, aug_eval: bool = False, scales: Sequence[float] = (1.0,),
-             flip_horizontal: bool = False, flip_vertical: bool = False,
-             is_slide: bool = False, crop_size: Optional[Sequence[int]] = None,
-             stride: Optional[Sequence[int]] = None, slide_batch: int = 8,
-             aug_average: str = "logit", num_workers: int = 0, batch_size: int = 1,
-             ignore_index: int = 255, print_detail: bool = True,
-             progress: bool = True) -> Dict[str, Any]:
-    """Score ``model`` on ``dataset`` (mode ``val``) and return every metric.
+def evaluate(model: Any, dataset: Any, num_classes: int,
+             options: Optional[EvalOptions] = None, *,
+             print_detail: bool = True) -> Dict[str, Any]:
+    """Score ``model`` on ``dataset`` (mode ``val``) as ``options`` say and return every
+    metric.
 
     ``model`` is a ``paddle.nn.Layer`` or any callable mapping an image batch to logits
     (e.g. an exported-model backend).
@@ -71,44 +139,44 @@ def evaluate(model: Any, dataset: Any, num_classes: int, *, auc_roc: bool = Fals
     ``sensitivity`` and ``specificity`` for two classes) plus ``num_images``,
     ``num_pixels``, ``scored_region`` and ``seconds``.
     """
+    options = options or EvalOptions()
     if isinstance(model, paddle.nn.Layer):
         model.eval()
     world_size = paddle.distributed.get_world_size()
     rank = paddle.distributed.get_rank()
-    loader = build_dataloader(dataset, batch_size, mode="val", num_workers=num_workers,
-                              rank=rank, world_size=world_size)
-    accumulator = SegMetricAccumulator(num_classes, ignore_index=ignore_index, auc_roc=auc_roc)
-    region = "inside the field-of-view mask" if use_fov else "all pixels"
+    loader = build_dataloader(dataset, options.batch_size, mode="val",
+                              num_workers=options.num_workers, rank=rank,
+                              world_size=world_size)
+    accumulator = SegMetricAccumulator(num_classes, ignore_index=options.ignore_index,
+                                       auc_roc=options.auc_roc)
+    region = "inside the field-of-view mask" if options.use_fov else "all pixels"
     if rank == 0 and print_detail:
         logger.info(f"Start evaluating (total_samples: {len(dataset)}, scoring {region}"
-                    f"{', AUC-ROC on' if auc_roc else ''})...")
-    scales = [scales] if isinstance(scales, (int, float)) else list(scales)
-    if not aug_eval:
-        scales, flip_horizontal, flip_vertical = [1.0], False, False
-    bar = _progress(len(loader), rank == 0 and progress)
+                    f"{', AUC-ROC on' if options.auc_roc else ''})...")
+    bar = _progress(len(loader), rank == 0 and options.progress)
     num_images = 0
     start = time.perf_counter()
     for batch in loader:
         img = batch["img"]
-        n = int(img.shape[0])
-        for i in range(n):
-            fields = _sample_fields(batch, i)
-            label = _as_tensor(fields["label"], "int64")
-            logits = aug_inference(model, img[i:i + 1], scales=scales,
-                                   flip_horizontal=flip_horizontal,
-                                   flip_vertical=flip_vertical, is_slide=is_slide,
-                                   crop_size=crop_size, stride=stride, slide_batch=slide_batch,
-                                   average=aug_average, trans_info=fields["trans_info"],
-                                   ori_shape=tuple(label.shape[-2:]))
-            mask = None
-            if use_fov:
-                if fields["fov"] is None:
-                    raise EvaluationError(
-                        f"use_fov: {type(dataset).__name__} has no field-of-view mask for "
-                        f"{batch.get('img_path', ['?'] * n)[i]}; evaluate all pixels instead "
-                        f"(drop --use_fov / test_config.use_fov)")
-                mask = _as_tensor(fields["fov"], "bool").reshape([1] + list(label.shape[-2:]))
-            accumulator.update(logits, label.reshape([1] + list(label.shape[-2:])), mask)
+        n = int(img.shape[0]) if isinstance(img, paddle.Tensor) else len(img)
+        for first, stop in _forward_groups(batch, n):
+            fields = [_sample_fields(batch, i) for i in range(first, stop)]
+            labels = [_as_tensor(f["label"], "int64") for f in fields]
+            hw = list(labels[0].shape[-2:])
+            logits = aug_inference(model, _images(img, first, stop),
+                                   options.inference, trans_info=fields[0]["trans_info"],
+                                   ori_shape=tuple(hw))
+            for j, (f, label) in enumerate(zip(fields, labels)):
+                mask = None
+                if options.use_fov:
+                    if f["fov"] is None:
+                        path = batch.get("img_path", ["?"] * n)[first + j]
+                        raise EvaluationError(
+                            f"use_fov: {type(dataset).__name__} has no field-of-view mask "
+                            f"for {path}; evaluate all pixels instead (drop --use_fov / "
+                            f"test_config.use_fov)")
+                    mask = _as_tensor(f["fov"], "bool").reshape([1] + hw)
+                accumulator.update(logits[j:j + 1], label.reshape([1] + hw), mask)
         num_images += n
         if bar is not None:
             bar.update(1)

@@ -242,8 +242,7 @@ class EvalHook(HookBase):
         with trainer.evaluation_weights():
             metrics = trainer.evaluate_fn(trainer.model, trainer.val_dataset,
                                           trainer.num_classes,
-                                          num_workers=trainer.options.num_workers,
-                                          **trainer.options.eval_options)
+                                          options=trainer.options.eval_options)
         trainer.latest_metrics = metrics
         if trainer.is_main:
             for writer in trainer.writers:

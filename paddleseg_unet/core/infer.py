@@ -12,7 +12,8 @@ Sizes follow PaddleSeg: ``crop_size`` and ``stride`` are ``(w, h)``; shapes are 
 
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import paddle
@@ -22,6 +23,7 @@ from paddleseg_unet.utils.device import cpu_threads_split, current_cpu_threads
 
 __all__ = [
     "InferenceError",
+    "InferenceOptions",
     "Forward",
     "as_forward",
     "slide_windows",
@@ -87,6 +89,81 @@ def _pair(value: Any, name: str) -> Tuple[int, int]:
     if pair[0] != a or pair[1] != b or min(pair) <= 0:
         raise InferenceError(f"{name} must be positive integers, got {value!r}")
     return pair
+
+
+AVERAGES = ("logit", "prob")
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How one image is inferred, passed whole from the flags to every inference function.
+
+    ``scales`` and the flips are test-time augmentation (averaged; ``average`` ``logit``
+    is PaddleSeg's mean of raw logits, ``prob`` MMSegmentation's mean of probabilities);
+    ``is_slide`` runs ``crop_size`` windows (w, h) every ``stride`` (w, h), ``slide_batch``
+    windows per forward call. The defaults are plain whole-image inference.
+    """
+
+    scales: Tuple[float, ...] = (1.0,)
+    flip_horizontal: bool = False
+    flip_vertical: bool = False
+    is_slide: bool = False
+    crop_size: Optional[Tuple[int, int]] = None
+    stride: Optional[Tuple[int, int]] = None
+    slide_batch: int = 8
+    average: str = "logit"
+
+    def __post_init__(self) -> None:
+        scales = self.scales
+        scales = [scales] if isinstance(scales, (int, float)) else list(scales)
+        if not scales or not all(isinstance(s, (int, float)) and not isinstance(s, bool)
+                                 and s > 0 for s in scales):
+            raise InferenceError(f"scales must be positive numbers, got {self.scales!r}")
+        object.__setattr__(self, "scales", tuple(float(s) for s in scales))
+        if self.average not in AVERAGES:
+            raise InferenceError(f"average must be 'logit' or 'prob', got {self.average!r}")
+        for name in ("crop_size", "stride"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _pair(value, name))
+        if self.is_slide and (self.crop_size is None or self.stride is None):
+            raise InferenceError("sliding-window inference (is_slide) needs crop_size and "
+                                 "stride, both (w, h): --crop_size W H --stride W H, or "
+                                 "test_config.crop_size / stride in the config")
+        if isinstance(self.slide_batch, bool) or not isinstance(self.slide_batch, int) \
+                or self.slide_batch < 1:
+            raise InferenceError(f"slide_batch must be a positive integer, "
+                                 f"got {self.slide_batch!r}")
+
+    @classmethod
+    def build(cls, test_config: Optional[Mapping[str, Any]] = None,
+              aug: Optional[bool] = None, **flags: Any) -> "InferenceOptions":
+        """From a config's ``test_config`` with the given flags on top (a flag that is None
+        is not given). ``aug`` (``--aug_eval`` / ``test_config.aug_eval``) off means one
+        scale of 1.0 and no flips, whatever the scales and flips say."""
+        merged: Dict[str, Any] = {}
+        names = {f.name for f in fields(cls)}
+        for source in (dict(test_config or {}), flags):
+            for key, value in source.items():
+                if key == "aug_average":
+                    key = "average"
+                if key in names and value is not None:
+                    merged[key] = value
+        if aug is None:
+            aug = bool((test_config or {}).get("aug_eval", False))
+        if not aug:
+            merged.update(scales=(1.0,), flip_horizontal=False, flip_vertical=False)
+        return cls(**merged)
+
+    @property
+    def augmented(self) -> bool:
+        return self.scales != (1.0,) or self.flip_horizontal or self.flip_vertical
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+PLAIN = InferenceOptions()
 
 
 def _axis_spans(size: int, crop: int, stride: int) -> List[Tuple[int, int]]:
@@ -249,31 +326,28 @@ def _finish(logits: paddle.Tensor, trans_info: Optional[TransInfo],
     return logits
 
 
-def _infer_logits(forward: Forward, img: paddle.Tensor, is_slide: bool,
-                  crop_size: Optional[Tuple[int, int]], stride: Optional[Tuple[int, int]],
-                  slide_batch: int) -> paddle.Tensor:
-    if not is_slide:
+def _infer_logits(forward: Forward, img: paddle.Tensor, options: InferenceOptions
+                  ) -> paddle.Tensor:
+    if not options.is_slide:
         return forward(img)
-    if crop_size is None or stride is None:
-        raise InferenceError("sliding-window inference (is_slide) needs crop_size and stride, "
-                             "both (w, h); set them in the config's test_config")
-    return slide_inference(forward, img, crop_size, stride, slide_batch)
+    return slide_inference(forward, img, options.crop_size, options.stride,
+                           options.slide_batch)
 
 
 @paddle.no_grad()
-def inference(model: Callable[..., Any], img: paddle.Tensor, is_slide: bool = False,
-              crop_size: Optional[Tuple[int, int]] = None,
-              stride: Optional[Tuple[int, int]] = None, slide_batch: int = 8,
+def inference(model: Callable[..., Any], img: paddle.Tensor,
+              options: Optional[InferenceOptions] = None,
               trans_info: Optional[TransInfo] = None,
               ori_shape: Optional[Tuple[int, int]] = None) -> paddle.Tensor:
     """Logits ``[N, K, H', W']`` for a normalized image batch ``[N, C, H, W]``.
 
-    Whole image, or sliding window when ``is_slide`` (``crop_size``/``stride`` as (w, h)).
-    ``trans_info`` (one list for the whole batch) is undone in reverse order; if
-    ``ori_shape`` (h, w) is given and the result still differs, it is resized to it.
+    Whole image, or sliding windows when ``options.is_slide`` (the augmentation fields are
+    not used here: see :func:`aug_inference`). ``trans_info`` (one list for the whole
+    batch) is undone in reverse order; if ``ori_shape`` (h, w) is given and the result
+    still differs, it is resized to it.
     """
     forward = as_forward(model)
-    logits = _infer_logits(forward, img, is_slide, crop_size, stride, slide_batch)
+    logits = _infer_logits(forward, img, options or PLAIN)
     return _finish(logits, trans_info, ori_shape)
 
 
@@ -297,11 +371,8 @@ def _flip(x: paddle.Tensor, flip: Tuple[bool, bool]) -> paddle.Tensor:
 
 @paddle.no_grad()
 def aug_inference(model: Callable[..., Any], img: paddle.Tensor,
-                  scales: Union[float, Sequence[float]] = (1.0,),
-                  flip_horizontal: bool = False, flip_vertical: bool = False,
-                  is_slide: bool = False, crop_size: Optional[Tuple[int, int]] = None,
-                  stride: Optional[Tuple[int, int]] = None, slide_batch: int = 8,
-                  average: str = "logit", trans_info: Optional[TransInfo] = None,
+                  options: Optional[InferenceOptions] = None,
+                  trans_info: Optional[TransInfo] = None,
                   ori_shape: Optional[Tuple[int, int]] = None) -> paddle.Tensor:
     """Flip / multi-scale test-time augmentation, averaged, then mapped back via trans_info.
 
@@ -316,25 +387,20 @@ def aug_inference(model: Callable[..., Any], img: paddle.Tensor,
     back the averaged probabilities, argmax is the prediction), so metrics and saved
     probabilities are right whichever average was used.
     """
-    if average not in ("logit", "prob"):
-        raise InferenceError(f"average must be 'logit' or 'prob', got {average!r}")
-    scale_list = [scales] if isinstance(scales, (int, float)) else list(scales)
-    if not scale_list or not all(isinstance(s, (int, float)) and s > 0 for s in scale_list):
-        raise InferenceError(f"scales must be positive numbers, got {scales!r}")
+    options = options or PLAIN
     forward = as_forward(model)
     h, w = int(img.shape[-2]), int(img.shape[-1])
     total, count = None, 0
-    for s in scale_list:
+    for s in options.scales:
         scaled = _resize(img, (max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))))
-        for flip in flip_combinations(flip_horizontal, flip_vertical):
-            logits = _infer_logits(forward, _flip(scaled, flip), is_slide, crop_size,
-                                   stride, slide_batch)
+        for flip in flip_combinations(options.flip_horizontal, options.flip_vertical):
+            logits = _infer_logits(forward, _flip(scaled, flip), options)
             logits = _resize(_flip(logits.astype("float32"), flip), (h, w))
-            if average == "prob":
+            if options.average == "prob":
                 logits = F.softmax(logits, axis=1)
             total = logits if total is None else total + logits
             count += 1
     mean = total / count
-    if average == "prob":
+    if options.average == "prob":
         mean = paddle.log(paddle.clip(mean, min=1e-30))
     return _finish(mean, trans_info, ori_shape)

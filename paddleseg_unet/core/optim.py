@@ -26,9 +26,11 @@ import paddle
 from paddle.optimizer.lr import LRScheduler
 
 from paddleseg_unet.cvlibs.errors import ConfigError
-from paddleseg_unet.cvlibs.registry import LR_SCHEDULERS, OPTIMIZERS, build
+from paddleseg_unet.cvlibs.registry import GRAD_CLIPS, LR_SCHEDULERS, OPTIMIZERS, build
 
-GRAD_CLIPS = ("ClipGradByGlobalNorm", "ClipGradByNorm", "ClipGradByValue")
+# PaddleSeg's grad_clip_cfg names Paddle's clip classes; a new clip is one registration.
+for _clip in ("ClipGradByGlobalNorm", "ClipGradByNorm", "ClipGradByValue"):
+    GRAD_CLIPS.register(_clip)(getattr(paddle.nn, _clip))
 
 
 def _number(owner: str, name: str, value: Any, minimum: float = 0.0, integer: bool = False,
@@ -213,10 +215,10 @@ def _grad_clip(owner: str, grad_clip: Optional[float], grad_clip_cfg: Optional[D
         return None
     if not isinstance(grad_clip_cfg, dict) or grad_clip_cfg.get("name") not in GRAD_CLIPS:
         raise ValueError(f"{owner}: grad_clip_cfg must be a mapping whose 'name' is one of "
-                         f"{', '.join(GRAD_CLIPS)}, got {grad_clip_cfg!r}")
+                         f"{', '.join(GRAD_CLIPS.names())}, got {grad_clip_cfg!r}")
     args = {k: v for k, v in grad_clip_cfg.items() if k != "name"}
     try:
-        return getattr(paddle.nn, grad_clip_cfg["name"])(**args)
+        return GRAD_CLIPS.get(grad_clip_cfg["name"])(**args)
     except TypeError as exc:
         raise ValueError(f"{owner}: grad_clip_cfg {grad_clip_cfg!r}: {exc}") from None
 

@@ -21,7 +21,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from paddleseg_unet.core.infer import aug_inference
+from paddleseg_unet.core.infer import InferenceOptions, aug_inference
 from paddleseg_unet.datasets.image_io import DatasetError, read_image
 from paddleseg_unet.utils.logger import logger
 from paddleseg_unet.utils.visualize import (blend, colorize, get_color_map, save_palette_png,
@@ -123,20 +123,20 @@ def output_names(paths: Sequence[str], image_dir: Optional[str] = None) -> List[
 @paddle.no_grad()
 def predict_image(model: Callable[..., Any], transforms: Callable, image: np.ndarray,
                   num_classes: Optional[int] = None, img_path: str = "<in memory>",
-                  **infer_options: Any) -> Tuple[np.ndarray, np.ndarray]:
+                  inference: Optional[InferenceOptions] = None
+                  ) -> Tuple[np.ndarray, np.ndarray]:
     """``(class ids HxW int32, probabilities KxHxW float32)`` for one RGB uint8 image.
 
     ``transforms`` is the val pipeline (a Compose ending in a CHW float32 image);
-    ``infer_options`` are :func:`~paddleseg_unet.core.infer.aug_inference` keywords
-    (``scales``, ``flip_horizontal``, ``flip_vertical``, ``is_slide``, ``crop_size``,
-    ``stride``, ``slide_batch``, ``average``). The result has the input's size.
+    ``inference`` says how (flips, scales, sliding windows). The result has the input's
+    size.
     """
     h, w = image.shape[:2]
     sample = transforms({"img": image, "trans_info": [], "img_path": img_path},
                         np.random.default_rng(0))  # val pipelines draw nothing; rng for API
     x = paddle.to_tensor(np.ascontiguousarray(sample["img"])[None], dtype="float32")
-    logits = aug_inference(model, x, trans_info=sample.get("trans_info"), ori_shape=(h, w),
-                           **infer_options)
+    logits = aug_inference(model, x, inference, trans_info=sample.get("trans_info"),
+                           ori_shape=(h, w))
     if num_classes is not None and int(logits.shape[1]) != num_classes:
         raise PredictError(f"the model returns {logits.shape[1]} channels but the config says "
                            f"num_classes {num_classes}")
@@ -145,24 +145,11 @@ def predict_image(model: Callable[..., Any], transforms: Callable, image: np.nda
     return pred.numpy(), prob.numpy()
 
 
-def _aug_options(aug_pred: bool, scales: Sequence[float], flip_horizontal: bool,
-                 flip_vertical: bool, is_slide: bool, crop_size: Any, stride: Any,
-                 slide_batch: int, aug_average: str) -> Dict[str, Any]:
-    if not aug_pred:
-        scales, flip_horizontal, flip_vertical = [1.0], False, False
-    return dict(scales=scales, flip_horizontal=flip_horizontal, flip_vertical=flip_vertical,
-                is_slide=is_slide, crop_size=crop_size, stride=stride,
-                slide_batch=slide_batch, average=aug_average)
-
-
 def predict(model: Callable[..., Any], transforms: Callable, image_list: Sequence[str],
             save_dir: str, *, image_dir: Optional[str] = None, num_classes: Optional[int] = None,
             color_map: Optional[np.ndarray] = None, overlay_weight: float = 0.4,
-            overlay_background: bool = True, save_prob: bool = False, aug_pred: bool = False,
-            scales: Sequence[float] = (1.0,), flip_horizontal: bool = False,
-            flip_vertical: bool = False, is_slide: bool = False,
-            crop_size: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
-            slide_batch: int = 8, aug_average: str = "logit",
+            overlay_background: bool = True, save_prob: bool = False,
+            inference: Optional[InferenceOptions] = None,
             progress: bool = True) -> PredictSummary:
     """Predict every image of ``image_list`` and write the pictures (see module docstring).
 
@@ -180,8 +167,6 @@ def predict(model: Callable[..., Any], transforms: Callable, image_list: Sequenc
         raise PredictError(f"--save_prob needs probabilities, but {model} was exported with "
                            f"--output_op argmax (class ids only); re-export with --output_op "
                            f"softmax or none")
-    options = _aug_options(aug_pred, scales, flip_horizontal, flip_vertical, is_slide,
-                           crop_size, stride, slide_batch, aug_average)
     names = output_names(image_list, image_dir)
     summary = PredictSummary(save_dir=save_dir)
     bar = None
@@ -195,7 +180,7 @@ def predict(model: Callable[..., Any], transforms: Callable, image_list: Sequenc
             logger.warning(f"Skipping an unreadable image: {e}")
             summary.failed.append((path, str(e)))
         else:
-            pred, prob = predict_image(model, transforms, image, num_classes, path, **options)
+            pred, prob = predict_image(model, transforms, image, num_classes, path, inference)
             if save_prob and prob.shape[0] != 2:
                 raise PredictError(f"--save_prob needs a two-class model; this one returns "
                                    f"{prob.shape[0]} classes")

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import paddle
 
 from paddleseg_unet.core.checkpoint import TrainState, load_checkpoint
-from paddleseg_unet.core.evaluate import evaluate
+from paddleseg_unet.core.evaluate import EvalOptions, evaluate
 from paddleseg_unet.core.hooks import (HookBase, Writer, build_writers, default_hooks,
                                        hook_name)
 from paddleseg_unet.datasets.loader import build_dataloader
@@ -56,7 +56,7 @@ class TrainOptions:
     early_stop_intervals: Optional[int] = None
     ema_decay: Optional[float] = None
     best_metric: str = "mIoU"
-    eval_options: Dict[str, Any] = field(default_factory=dict)
+    eval_options: Optional[EvalOptions] = None  # default: plain, with num_workers
 
     def check(self) -> None:
         if self.precision not in PRECISIONS:
@@ -139,6 +139,8 @@ class Trainer:
                  evaluate_fn: Optional[Callable[..., Dict[str, Any]]] = None,
                  hooks: Sequence[HookBase] = (), writers: Sequence[Writer] = ()) -> None:
         options.check()
+        if options.eval_options is None:
+            options.eval_options = EvalOptions(num_workers=options.num_workers)
         if options.do_eval and val_dataset is None:
             raise TrainError("--do_eval needs a val_dataset section in the config")
         self.options = options

@@ -9,9 +9,13 @@ import paddle.nn.functional as F
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from paddleseg_unet.core.evaluate import EvaluationError, evaluate, save_results_json
+from paddleseg_unet.core.evaluate import (EvalOptions, EvaluationError, evaluate,
+                                          save_results_json)
+from paddleseg_unet.core.infer import InferenceOptions
 from paddleseg_unet.datasets import DRIVE, Dataset
 from paddleseg_unet.models import UNet
+
+QUIET = EvalOptions(progress=False)
 
 
 def write_retina_layout(root, sizes, seed=0):
@@ -102,7 +106,7 @@ def test_evaluate_matches_independent_scores_on_images_of_different_sizes(tmp_pa
                                                                           use_fov):
     root = write_retina_layout(str(tmp_path / "ds"), [(40, 52), (37, 45), (64, 48)])
     dataset = DRIVE(dataset_root=root, transforms=[{"type": "Normalize"}], mode="val")
-    res = evaluate(tiny_model, dataset, 2, auc_roc=True, use_fov=use_fov, progress=False)
+    res = evaluate(tiny_model, dataset, 2, EvalOptions(auc_roc=True, use_fov=use_fov, progress=False))
     labels, preds, probs, fovs = reference_scores(tiny_model, root)
     ref = numpy_metrics(labels, preds, probs, fovs if use_fov else None)
     assert res["num_images"] == 3
@@ -118,7 +122,7 @@ def test_resize_by_long_predictions_are_scored_at_label_resolution(tmp_path, tin
     transforms = [{"type": "ResizeByLong", "long_size": 96}, {"type": "Normalize"}]
     dataset = Dataset(dataset_root=root, transforms=transforms, num_classes=2, mode="val",
                       val_path=os.path.join(root, "val_list.txt"))
-    res = evaluate(tiny_model, dataset, 2, progress=False)
+    res = evaluate(tiny_model, dataset, 2, QUIET)
     labels, preds, probs, _ = reference_scores(tiny_model, root, long_size=96)
     ref = numpy_metrics(labels, preds, probs)
     assert res["num_pixels"] == ref["num_pixels"]
@@ -128,11 +132,12 @@ def test_resize_by_long_predictions_are_scored_at_label_resolution(tmp_path, tin
 def test_flip_eval_with_scale_one_and_no_flips_equals_plain(tmp_path, tiny_model):
     root = write_retina_layout(str(tmp_path / "ds"), [(40, 40), (36, 44)], seed=2)
     dataset = DRIVE(dataset_root=root, transforms=[{"type": "Normalize"}], mode="val")
-    plain = evaluate(tiny_model, dataset, 2, progress=False)
-    aug = evaluate(tiny_model, dataset, 2, aug_eval=True, scales=[1.0], progress=False)
+    plain = evaluate(tiny_model, dataset, 2, QUIET)
+    aug = evaluate(tiny_model, dataset, 2, QUIET.replace(
+        inference=InferenceOptions.build(aug=True, scales=[1.0])))
     assert aug["confusion_matrix"] == plain["confusion_matrix"]
-    slide = evaluate(tiny_model, dataset, 2, is_slide=True, crop_size=(64, 64),
-                     stride=(48, 48), progress=False)
+    slide = evaluate(tiny_model, dataset, 2, QUIET.replace(inference=InferenceOptions(
+        is_slide=True, crop_size=(64, 64), stride=(48, 48))))
     assert slide["confusion_matrix"] == plain["confusion_matrix"]
 
 
@@ -141,17 +146,42 @@ def test_use_fov_without_masks_is_a_clear_error(tmp_path, tiny_model):
     dataset = Dataset(dataset_root=root, transforms=[{"type": "Normalize"}], num_classes=2,
                       mode="val", val_path=os.path.join(root, "val_list.txt"))
     with pytest.raises(EvaluationError, match="no field-of-view mask"):
-        evaluate(tiny_model, dataset, 2, use_fov=True, progress=False)
+        evaluate(tiny_model, dataset, 2, QUIET.replace(use_fov=True))
 
 
 def test_results_json_holds_metrics_and_flags(tmp_path, tiny_model):
     import json
     root = write_retina_layout(str(tmp_path / "ds"), [(32, 40)])
     dataset = DRIVE(dataset_root=root, transforms=[{"type": "Normalize"}], mode="val")
-    res = evaluate(tiny_model, dataset, 2, auc_roc=True, progress=False)
+    res = evaluate(tiny_model, dataset, 2, QUIET.replace(auc_roc=True))
     path = tmp_path / "out" / "m.json"
     save_results_json(res, str(path), flags={"auc_roc": True, "scales": [1.0]})
     data = json.loads(path.read_text())
     assert data["miou"] == pytest.approx(res["miou"])
     assert data["flags"] == {"auc_roc": True, "scales": [1.0]}
     assert len(data["class_iou"]) == 2 and "auc_error_bound" in data
+
+
+def test_batched_forward_equals_one_image_at_a_time(tmp_path, tiny_model, monkeypatch):
+    # Batch 3 over sizes [A, A, B | B, A]: images of one size next to each other share a
+    # forward pass ([2, 1], then [1, 1]), and the scores equal five single-image passes.
+    a, b = (40, 40), (36, 44)
+    root = write_retina_layout(str(tmp_path / "ds"), [a, a, b, b, a], seed=5)
+    dataset = DRIVE(dataset_root=root, transforms=[{"type": "Normalize"}], mode="val")
+    calls = []
+    forward = tiny_model.forward
+
+    def counting_forward(x):
+        calls.append(int(x.shape[0]))
+        return forward(x)
+
+    monkeypatch.setattr(tiny_model, "forward", counting_forward)
+    single = evaluate(tiny_model, dataset, 2, QUIET.replace(auc_roc=True), print_detail=False)
+    assert calls == [1] * 5
+    calls.clear()
+    batched = evaluate(tiny_model, dataset, 2, QUIET.replace(auc_roc=True, batch_size=3),
+                       print_detail=False)
+    assert calls == [2, 1, 1, 1]
+    assert batched["confusion_matrix"] == single["confusion_matrix"]
+    assert batched["num_images"] == 5
+    assert batched["auc_roc"] == pytest.approx(single["auc_roc"], abs=1e-6)

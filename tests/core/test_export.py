@@ -14,7 +14,8 @@ from PIL import Image
 
 from paddleseg_unet.core.backends import (BackendError, build_backend, exported_val_dataset,
                                           load_deploy, outputs_to_logits, verify_export)
-from paddleseg_unet.core.evaluate import evaluate
+from paddleseg_unet.core.evaluate import EvalOptions, evaluate
+from paddleseg_unet.core.infer import InferenceOptions
 from paddleseg_unet.core.predict import PredictError, predict
 from paddleseg_unet.core.export import (ExportError, deploy_transforms, export_model,
                                         parse_input_shape)
@@ -171,7 +172,7 @@ def test_softmax_outputs_become_logits_with_the_same_softmax():
 @pytest.mark.parametrize("options", [
     {},
     {"is_slide": True, "crop_size": (32, 24), "stride": (16, 16)},
-    {"aug_eval": True, "flip_horizontal": True, "flip_vertical": True},
+    {"aug": True, "flip_horizontal": True, "flip_vertical": True},
 ], ids=["whole", "slide", "flips"])
 def test_evaluate_metrics_equal_across_backends(workspace, logits_export, options):
     deploy = load_deploy(logits_export)
@@ -181,7 +182,8 @@ def test_evaluate_metrics_equal_across_backends(workspace, logits_export, option
     for kind in KINDS:
         source = workspace["model"] if kind == "paddle" else logits_export
         results[kind] = evaluate(build_backend(kind, source, num_threads=2), dataset, 2,
-                                 auc_roc=True, print_detail=False, progress=False, **options)
+                                 EvalOptions(InferenceOptions.build(**options), auc_roc=True,
+                                             progress=False), print_detail=False)
     for kind in ("inference", "onnxruntime"):
         for key in METRICS:
             assert abs(results[kind][key] - results["paddle"][key]) < TOL, (kind, key)

@@ -5,8 +5,9 @@ import paddle
 import paddle.nn as nn
 import pytest
 
-from paddleseg_unet.core.infer import (InferenceError, as_forward, aug_inference, inference,
-                                       slide_inference, slide_windows, slide_workers_for)
+from paddleseg_unet.core.infer import (InferenceError, InferenceOptions, as_forward,
+                                       aug_inference, inference, slide_inference,
+                                       slide_windows, slide_workers_for)
 from paddleseg_unet.utils import device
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -147,8 +148,7 @@ def test_slide_equals_whole_when_crop_covers_image():
     whole = inference(model, paddle.to_tensor(x)).numpy()
     np.testing.assert_allclose(whole, _run(model, x), **TOL)
     for crop in [(17, 13), (40, 30)]:
-        slid = inference(model, paddle.to_tensor(x), is_slide=True, crop_size=crop,
-                         stride=(5, 5))
+        slid = inference(model, paddle.to_tensor(x), InferenceOptions(is_slide=True, crop_size=crop, stride=(5, 5)))
         np.testing.assert_allclose(slid.numpy(), whole, **TOL)
 
 
@@ -161,8 +161,7 @@ def test_slide_matches_numpy_reference_for_every_batching():
     assert np.abs(ref - _run(model, x)).max() > 1e-3
     results = []
     for batch in (1, 3, 8):
-        out = inference(model, paddle.to_tensor(x), is_slide=True, crop_size=crop,
-                        stride=stride, slide_batch=batch).numpy()
+        out = inference(model, paddle.to_tensor(x), InferenceOptions(is_slide=True, crop_size=crop, stride=stride, slide_batch=batch)).numpy()
         np.testing.assert_allclose(out, ref, **TOL)
         results.append(out)
     np.testing.assert_allclose(results[0], results[1], **TOL)
@@ -212,8 +211,7 @@ def test_slide_batch_of_several_images():
     x = _img(2, 24, 30, seed=4)
     ref = numpy_slide(model, x, (12, 10), (8, 6))
     for batch in (1, 8):  # 1 -> one window per call, 8 -> four windows of two images
-        out = inference(model, paddle.to_tensor(x), is_slide=True, crop_size=(12, 10),
-                        stride=(8, 6), slide_batch=batch)
+        out = inference(model, paddle.to_tensor(x), InferenceOptions(is_slide=True, crop_size=(12, 10), stride=(8, 6), slide_batch=batch))
         np.testing.assert_allclose(out.numpy(), ref, **TOL)
 
 
@@ -225,23 +223,22 @@ def test_numpy_backend_through_as_forward():
         return np.einsum("kc,nchw->nkhw", weights, batch)
 
     x = _img(1, 20, 26, seed=6)
-    out = inference(as_forward(predict_fn, numpy_io=True), paddle.to_tensor(x),
-                    is_slide=True, crop_size=(12, 12), stride=(7, 7), slide_batch=4)
+    out = inference(as_forward(predict_fn, numpy_io=True), paddle.to_tensor(x), InferenceOptions(is_slide=True, crop_size=(12, 12), stride=(7, 7), slide_batch=4))
     np.testing.assert_allclose(out.numpy(), np.einsum("kc,nchw->nkhw", weights, x), **TOL)
 
 
 def test_bad_arguments_raise_clear_errors():
     model, x = ConvNet(), paddle.to_tensor(_img(1, 20, 20))
     with pytest.raises(InferenceError, match="larger than crop_size"):
-        inference(model, x, is_slide=True, crop_size=(8, 8), stride=(9, 9))
+        inference(model, x, InferenceOptions(is_slide=True, crop_size=(8, 8), stride=(9, 9)))
     with pytest.raises(InferenceError, match="crop_size and stride"):
-        inference(model, x, is_slide=True)
+        inference(model, x, InferenceOptions(is_slide=True))
     with pytest.raises(InferenceError, match="trans_info entry #1"):
         inference(model, x, trans_info=[("resize", (10, 10)), ("rotate", (3, 3))])
     with pytest.raises(InferenceError, match="does not match"):
         inference(model, x, trans_info=[("padding", (30, 30))])
     with pytest.raises(InferenceError, match="average"):
-        aug_inference(model, x, average="median")
+        aug_inference(model, x, InferenceOptions(average="median"))
     with pytest.raises(InferenceError, match="N, K, H, W"):
         inference(lambda t: t[0], x)
 
@@ -252,8 +249,8 @@ def test_aug_single_scale_no_flip_equals_plain():
     np.testing.assert_allclose(aug_inference(model, x).numpy(), inference(model, x).numpy(),
                                **TOL)
     slid = dict(is_slide=True, crop_size=(12, 10), stride=(8, 8))
-    np.testing.assert_allclose(aug_inference(model, x, scales=1.0, **slid).numpy(),
-                               inference(model, x, **slid).numpy(), **TOL)
+    np.testing.assert_allclose(aug_inference(model, x, InferenceOptions(scales=1.0, **slid)).numpy(),
+                               inference(model, x, InferenceOptions(**slid)).numpy(), **TOL)
 
 
 def test_flips_with_flip_equivariant_model_equal_plain():
@@ -261,11 +258,11 @@ def test_flips_with_flip_equivariant_model_equal_plain():
     x = paddle.to_tensor(_img(1, 15, 22))
     plain = inference(model, x).numpy()
     for fh, fv in [(True, False), (False, True), (True, True)]:
-        out = aug_inference(model, x, flip_horizontal=fh, flip_vertical=fv).numpy()
+        out = aug_inference(model, x, InferenceOptions(flip_horizontal=fh, flip_vertical=fv)).numpy()
         np.testing.assert_allclose(out, plain, **TOL)
     # Guard against flips being silently skipped: a generic 3x3 net is not equivariant.
     conv = ConvNet()
-    assert np.abs(aug_inference(conv, x, flip_horizontal=True).numpy()
+    assert np.abs(aug_inference(conv, x, InferenceOptions(flip_horizontal=True)).numpy()
                   - inference(conv, x).numpy()).max() > 1e-4
 
 
@@ -287,9 +284,7 @@ def test_multiscale_flip_matches_reference_assembly(is_slide):
             acc = acc + np_resize(out, h, w)
             n += 1
     ref = acc / n
-    got = aug_inference(model, paddle.to_tensor(x), scales=scales, flip_horizontal=True,
-                        flip_vertical=True, is_slide=is_slide, crop_size=crop, stride=stride,
-                        slide_batch=3)
+    got = aug_inference(model, paddle.to_tensor(x), InferenceOptions(scales=scales, flip_horizontal=True, flip_vertical=True, is_slide=is_slide, crop_size=crop, stride=stride, slide_batch=3))
     assert got.shape == [1, 3, h, w]
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-4, atol=1e-4)
 
@@ -316,13 +311,12 @@ def test_trans_info_undo_resize_then_padding():
 def test_average_prob_returns_log_of_averaged_probabilities():
     model = ConvNet(seed=11)
     x = _img(1, 18, 26, seed=12)
-    plain = aug_inference(model, paddle.to_tensor(x), average="prob").numpy()
+    plain = aug_inference(model, paddle.to_tensor(x), InferenceOptions(average="prob")).numpy()
     np.testing.assert_allclose(np.exp(plain), np_softmax(_run(model, x)), **TOL)
     # Flip averaging by hand: mean of the two softmax maps, then its logarithm.
     flipped = _run(model, x[:, :, :, ::-1].copy())[:, :, :, ::-1]
     expected = (np_softmax(_run(model, x)) + np_softmax(flipped)) / 2
-    got = aug_inference(model, paddle.to_tensor(x), flip_horizontal=True,
-                        average="prob").numpy()
+    got = aug_inference(model, paddle.to_tensor(x), InferenceOptions(flip_horizontal=True, average="prob")).numpy()
     np.testing.assert_allclose(np.exp(got), expected, **TOL)
     # Softmax of the result gives the averaged probabilities back (they sum to 1).
     np.testing.assert_allclose(np_softmax(got), expected, **TOL)
@@ -338,6 +332,5 @@ def test_real_unet_slide_matches_reference():
     model.eval()
     x = _img(1, 48, 64, seed=13)
     ref = numpy_slide(model, x, (32, 32), (24, 20))
-    out = inference(model, paddle.to_tensor(x), is_slide=True, crop_size=(32, 32),
-                    stride=(24, 20), slide_batch=3)
+    out = inference(model, paddle.to_tensor(x), InferenceOptions(is_slide=True, crop_size=(32, 32), stride=(24, 20), slide_batch=3))
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)

@@ -9,6 +9,7 @@ import paddle
 import pytest
 from PIL import Image
 
+from paddleseg_unet.core.infer import InferenceOptions
 from paddleseg_unet.core.predict import (PredictError, collect_images, output_names, predict,
                                          predict_image)
 from paddleseg_unet.models.unet import UNet
@@ -83,7 +84,7 @@ def test_predict_writes_argmax_palette_overlay_and_prob(tmp_path, model):
 def test_predict_image_with_flip_and_slide_matches_manual_average(model):
     rgb = np.random.default_rng(3).integers(0, 256, size=(40, 36, 3), dtype=np.uint8)
     pred, prob = predict_image(model, Compose([{"type": "Normalize"}]), rgb,
-                               scales=[1.0], flip_horizontal=True)
+                               inference=InferenceOptions(flip_horizontal=True))
     x = (rgb.astype(np.float32) / 255.0 - 0.5) / 0.5
     with paddle.no_grad():
         a = model(paddle.to_tensor(x.transpose(2, 0, 1)[None].copy()))[0].numpy()
@@ -92,8 +93,9 @@ def test_predict_image_with_flip_and_slide_matches_manual_average(model):
     assert np.array_equal(pred, mean[0].argmax(axis=0))
     e = np.exp(mean[0] - mean[0].max(axis=0))
     assert np.abs(prob - e / e.sum(axis=0)).max() < 1e-5
-    slid, _ = predict_image(model, Compose([{"type": "Normalize"}]), rgb, is_slide=True,
-                            crop_size=(32, 32), stride=(16, 16))
+    slid, _ = predict_image(model, Compose([{"type": "Normalize"}]), rgb,
+                            inference=InferenceOptions(is_slide=True, crop_size=(32, 32),
+                                                       stride=(16, 16)))
     assert slid.shape == (40, 36)
 
 

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dist_train_worker import REPO, build_parts, weights_of, write_tiny_dataset  # noqa: E402
 
 from paddleseg_unet.core.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from paddleseg_unet.core.evaluate import EvalOptions  # noqa: E402
 from paddleseg_unet.core.hooks import HookBase  # noqa: E402
 from paddleseg_unet.core.train import EMA, Trainer, TrainError, TrainOptions  # noqa: E402
 from paddleseg_unet.datasets import Dataset  # noqa: E402
@@ -357,7 +358,7 @@ def test_visualdl_logs_train_and_eval_scalars(root, tmp_path):
 
     trainer = make_trainer(root, str(tmp_path), 4, log_iters=2, save_interval=4,
                            do_eval=True, use_vdl=True, best_metric="Dice",
-                           eval_options={"progress": False})
+                           eval_options=EvalOptions(progress=False))
     trainer.train()  # the real evaluate() on the 2 val images
     files = glob.glob(str(tmp_path / "vdl_log" / "*"))
     assert len(files) == 1 and os.path.getsize(files[0]) > 0

@@ -84,3 +84,32 @@ def test_missing_type_and_build_list(registries):
         build({"size": 1}, parts, where="x.yml: w")
     wheels = build_list([{"type": "Wheel", "size": 5}, {"type": "Wheel", "size": 6}], parts)
     assert [w.size for w in wheels] == [5, 6]
+
+
+def test_a_registry_imports_its_locations_on_first_lookup(tmp_path, monkeypatch):
+    module = tmp_path / "_lazy_members.py"
+    module.write_text("from tests_lazy_registry import REG\n"
+                      "@REG.register()\nclass LazyThing:\n    pass\n")
+    holder = tmp_path / "tests_lazy_registry.py"
+    holder.write_text("from paddleseg_unet.cvlibs.registry import Registry\n"
+                      "REG = Registry('lazy', locations=['_lazy_members'])\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sys
+    from tests_lazy_registry import REG
+    assert "_lazy_members" not in sys.modules
+    assert "LazyThing" in REG  # the lookup imported the member's module
+    assert "_lazy_members" in sys.modules and REG.names() == ["LazyThing"]
+
+
+def test_every_registry_finds_its_members_without_prior_imports():
+    import subprocess
+    import sys
+    code = ("from paddleseg_unet.cvlibs import registry as r\n"
+            "assert 'UNet' in r.MODELS and 'DRIVE' in r.DATASETS and 'Normalize' in r.TRANSFORMS\n"
+            "assert 'DiceLoss' in r.LOSSES and 'SGD' in r.OPTIMIZERS\n"
+            "assert 'PolynomialDecay' in r.LR_SCHEDULERS and 'ClipGradByNorm' in r.GRAD_CLIPS\n"
+            "assert r.BACKENDS.names() == ['inference', 'onnxruntime', 'paddle']\n"
+            "assert 'CheckpointHook' in r.HOOKS\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -1,11 +1,12 @@
-"""Arguments shared by the tools in ``tools/`` and the one place that turns the package's
-errors into a single readable line."""
+"""What every command shares: its common arguments, the start-up (logger, config, device,
+builder; :func:`start`), and the one place that turns the package's errors into a single
+readable line (:func:`run_cli`)."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 DEBUG_ENV = "PADDLESEG_UNET_DEBUG"
 
@@ -41,48 +42,61 @@ def apply_model_path(model: Any, model_path: Optional[str], pretrained: Optional
 
 
 def add_inference_args(parser: argparse.ArgumentParser) -> None:
-    """Flip / multi-scale / sliding-window flags, as PaddleSeg's val.py and predict.py."""
+    """Flip / multi-scale / sliding-window flags, as PaddleSeg's val.py and predict.py.
+    A flag left out keeps the config's ``test_config`` value (None here means "not given")."""
     group = parser.add_argument_group("inference")
     group.add_argument("--aug_eval", "--aug_pred", dest="aug_eval", action="store_true",
-                       help="flip / multi-scale augmentation")
-    group.add_argument("--scales", nargs="+", type=float, default=[1.0],
-                       help="scales for --aug_eval")
-    group.add_argument("--flip_horizontal", action="store_true", help="add horizontal flips")
-    group.add_argument("--flip_vertical", action="store_true", help="add vertical flips")
-    group.add_argument("--is_slide", action="store_true", help="sliding-window inference")
+                       default=None, help="flip / multi-scale augmentation")
+    group.add_argument("--scales", nargs="+", type=float, default=None,
+                       help="scales for --aug_eval (default 1.0)")
+    group.add_argument("--flip_horizontal", action="store_true", default=None,
+                       help="add horizontal flips")
+    group.add_argument("--flip_vertical", action="store_true", default=None,
+                       help="add vertical flips")
+    group.add_argument("--is_slide", action="store_true", default=None,
+                       help="sliding-window inference")
     group.add_argument("--crop_size", nargs=2, type=int, default=None, metavar=("W", "H"),
                        help="window size for --is_slide")
     group.add_argument("--stride", nargs=2, type=int, default=None, metavar=("W", "H"),
                        help="window stride for --is_slide")
-    group.add_argument("--slide_batch", type=int, default=8,
-                       help="windows per forward pass in --is_slide")
-    group.add_argument("--aug_average", choices=["logit", "prob"], default="logit",
-                       help="average raw logits (PaddleSeg) or softmax probabilities "
+    group.add_argument("--slide_batch", type=int, default=None,
+                       help="windows per forward pass in --is_slide (default 8)")
+    group.add_argument("--aug_average", choices=["logit", "prob"], default=None,
+                       help="average raw logits (PaddleSeg, default) or softmax probabilities "
                             "(MMSegmentation) over flips and scales")
 
 
+INFERENCE_FLAGS = ("scales", "flip_horizontal", "flip_vertical", "is_slide", "crop_size",
+                   "stride", "slide_batch", "aug_average")
+
+
 def inference_options(args: argparse.Namespace, test_config: Optional[Dict[str, Any]] = None
-                      ) -> Dict[str, Any]:
-    """Inference keyword arguments: the config's ``test_config`` first, flags on top."""
-    options: Dict[str, Any] = {}
-    for key in ("aug_eval", "scales", "flip_horizontal", "flip_vertical", "is_slide",
-                "crop_size", "stride"):
-        if test_config and key in test_config:
-            options[key] = test_config[key]
-    defaults = {"aug_eval": False, "scales": [1.0], "flip_horizontal": False,
-                "flip_vertical": False, "is_slide": False, "crop_size": None, "stride": None}
-    for key, default in defaults.items():
-        value = getattr(args, key)
-        if value != default or key not in options:
-            options[key] = value
-    options["slide_batch"] = args.slide_batch
-    options["aug_average"] = args.aug_average
-    if options["is_slide"] and (options["crop_size"] is None or options["stride"] is None):
-        raise SystemExit("error: --is_slide needs --crop_size W H and --stride W H "
-                         "(or test_config.crop_size / stride in the config)")
-    if isinstance(options["scales"], (int, float)):
-        options["scales"] = [float(options["scales"])]
-    return options
+                      ) -> Any:
+    """The one ``InferenceOptions`` of a run: the config's ``test_config``, flags on top."""
+    from paddleseg_unet.core.infer import InferenceOptions
+
+    return InferenceOptions.build(test_config, aug=args.aug_eval,
+                                  **{k: getattr(args, k) for k in INFERENCE_FLAGS})
+
+
+def start(args: argparse.Namespace, purpose: str, log_file: Optional[str] = None,
+          **overrides: Any) -> Tuple[Any, Any]:
+    """The start-up of a command: logging (rank 0 prints), the config loaded and checked for
+    ``purpose`` with the command-line overrides, the device, the parallel environment when
+    launched on several devices, and the builder. Returns ``(config, builder)``."""
+    import paddle
+
+    from paddleseg_unet.apis.builder import SegBuilder
+    from paddleseg_unet.cvlibs.config import load_config
+    from paddleseg_unet.utils.device import setup_device
+    from paddleseg_unet.utils.logger import setup_logger
+
+    setup_logger(log_file, rank=paddle.distributed.get_rank())
+    cfg = load_config(args.config, opts=args.opts, purpose=purpose, **overrides)
+    setup_device(args.device, args.num_threads)
+    if paddle.distributed.get_world_size() > 1 and not paddle.distributed.is_initialized():
+        paddle.distributed.init_parallel_env()
+    return cfg, SegBuilder(cfg)
 
 
 def run_cli(main: Callable[[Optional[List[str]]], Any], argv: Optional[List[str]] = None) -> int:
