@@ -49,13 +49,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     from paddleseg_unet.core.backends import verify_export
-    from paddleseg_unet.core.export import config_deploy_info, export_model
+    from paddleseg_unet.core.export import export_model
     from paddleseg_unet.utils.logger import logger
 
     cfg, builder = start(args, purpose="model")
     model = builder.model
     apply_model_path(model, args.model_path, cfg["model"].get("pretrained"))
-    info = config_deploy_info(cfg)
+    info = builder.deploy_info
     export_model(model, args.save_dir, num_classes=info.num_classes,
                  transforms=info.transforms, class_names=info.class_names,
                  color_map=info.color_map, input_shape=args.input_shape,

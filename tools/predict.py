@@ -55,7 +55,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     from paddleseg_unet.core.backends import backend_from_args
-    from paddleseg_unet.core.export import config_deploy_info
     from paddleseg_unet.core.predict import PredictError, collect_images, predict
     from paddleseg_unet.datasets import SegDataset
     from paddleseg_unet.transforms import Compose
@@ -80,7 +79,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         colors = deploy.color_map if deploy.color_map is not None else get_color_map(num_classes)
         names = deploy.class_names or list(SegDataset.meta_for(num_classes).class_names)
     else:
-        info = config_deploy_info(cfg)
+        info = builder.deploy_info
         model = builder.model
         apply_model_path(model, args.model_path, cfg["model"].get("pretrained"))
         transforms, num_classes = Compose(info.transforms), info.num_classes

@@ -48,7 +48,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     import paddle
 
-    from paddleseg_unet.core.backends import backend_from_args, exported_val_dataset
+    from paddleseg_unet.core.backends import backend_from_args
     from paddleseg_unet.core.evaluate import EvalOptions, evaluate, save_results_json
 
     cfg, builder = start(args, purpose="val")
@@ -57,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                                 batch_size=args.batch_size, num_workers=args.num_workers)
     backend = backend_from_args(args)
     if backend is not None:
-        model, dataset = backend, exported_val_dataset(builder, backend, options.auc_roc)
+        model, dataset = backend, builder.exported_val_dataset(backend, options.auc_roc)
     else:
         model, dataset = builder.model, builder.val_dataset
         apply_model_path(model, args.model_path, cfg["model"].get("pretrained"),

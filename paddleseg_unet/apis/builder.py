@@ -8,16 +8,21 @@ weights of the loss have one entry per class. A rule is a function ``(config) ->
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
+import numpy as np
 import paddle
 
+from paddleseg_unet.core.backends import Backend, BackendError
 from paddleseg_unet.core.optim import build_lr_scheduler, build_optimizer
 from paddleseg_unet.cvlibs.config import Config, dataset_num_classes
 from paddleseg_unet.cvlibs.errors import ConfigError
 from paddleseg_unet.cvlibs.registry import DATASETS, HOOKS, MODELS, TRANSFORMS, build
+from paddleseg_unet.datasets.dataset import dataset_meta
 from paddleseg_unet.models.losses import build_loss
+from paddleseg_unet.utils.logger import logger
 
 DATASET_SECTIONS = ("train_dataset", "val_dataset", "test_dataset")
 
@@ -69,6 +74,17 @@ def check_config(config: Config) -> Config:
     if problems:
         raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
     return config
+
+
+@dataclass
+class ConfigDeployInfo:
+    """What a config says about deployment: preprocessing, classes and colours."""
+
+    transforms: List[Dict[str, Any]]
+    num_classes: int
+    dataset_type: Optional[str]
+    class_names: List[str]
+    color_map: np.ndarray
 
 
 def import_custom_modules(config: Config) -> None:
@@ -141,3 +157,36 @@ class SegBuilder:
         if not isinstance(specs, list):
             raise ConfigError(f"{where}: must be a list of hooks such as [{{type: MyHook}}]")
         return [build(spec, HOOKS, where=f"{where}[{i}]") for i, spec in enumerate(specs)]
+
+    @cached_property
+    def deploy_info(self) -> ConfigDeployInfo:
+        """Preprocessing = the ``val_dataset`` transforms (else ``test_dataset``'s, else
+        ``[Normalize]``); class names and colour map are the dataset's metadata."""
+        section = next((self.config.get(k) for k in ("val_dataset", "test_dataset")
+                        if isinstance(self.config.get(k), dict)), None)
+        if section is None:
+            logger.warning(f"{self.config.path} has no val_dataset: using the default "
+                           f"preprocessing [Normalize]")
+        transforms = list(section.get("transforms") or []) if section else [
+            {"type": "Normalize"}]
+        meta = dataset_meta(section, self.num_classes)
+        return ConfigDeployInfo(transforms=transforms, num_classes=self.num_classes,
+                          dataset_type=section.get("type") if section else None,
+                          class_names=list(meta.class_names),
+                          color_map=np.asarray(meta.palette, dtype=np.uint8))
+
+    def exported_val_dataset(self, backend: Backend, auc_roc: bool = False) -> Any:
+        """The val dataset with an exported model's preprocessing (its deploy.yaml), after
+        checking that the export fits this config and the metrics asked for."""
+        deploy = backend.deploy
+        if deploy is None:
+            return self.val_dataset
+        if deploy.num_classes != self.num_classes:
+            raise BackendError(f"{deploy.model_dir} was exported for {deploy.num_classes} "
+                               f"classes but the config has {self.num_classes}")
+        if auc_roc and deploy.output_op == "argmax":
+            raise BackendError(f"AUC-ROC needs probabilities, but {deploy.model_dir} was "
+                               f"exported with --output_op argmax (class ids only); "
+                               f"re-export with --output_op softmax or none, or pass "
+                               f"--auc_roc off")
+        return self.dataset("val_dataset", transforms=list(deploy.transforms))

@@ -34,8 +34,7 @@ from paddleseg_unet.utils.logger import logger
 
 __all__ = ["BACKENDS", "BackendError", "DeployInfo", "load_deploy", "Backend",
            "PaddleBackend", "InferenceBackend", "OnnxRuntimeBackend", "build_backend",
-           "outputs_to_logits", "verify_export", "add_backend_args", "backend_from_args",
-           "exported_val_dataset"]
+           "outputs_to_logits", "verify_export", "add_backend_args", "backend_from_args"]
 
 _LOG_FLOOR = 1e-30  # log(0) guard when turning softmax outputs back into logits
 
@@ -353,19 +352,3 @@ def backend_from_args(args: Any) -> Optional[Backend]:
         logger.warning(f"--model_path {args.model_path} is ignored: the weights come from "
                        f"the exported model in {args.model_dir}")
     return build_backend(args.backend, args.model_dir, getattr(args, "num_threads", None))
-
-
-def exported_val_dataset(builder: Any, backend: Backend, auc_roc: bool = False) -> Any:
-    """The config's val dataset with the exported model's preprocessing (deploy.yaml),
-    after checking the export fits the config and the metrics asked for."""
-    deploy = backend.deploy
-    if deploy is None:
-        return builder.val_dataset
-    if deploy.num_classes != builder.num_classes:
-        raise BackendError(f"{deploy.model_dir} was exported for {deploy.num_classes} classes "
-                           f"but the config has {builder.num_classes}")
-    if auc_roc and deploy.output_op == "argmax":
-        raise BackendError(f"AUC-ROC needs probabilities, but {deploy.model_dir} was exported "
-                           f"with --output_op argmax (class ids only); re-export with "
-                           f"--output_op softmax or none, or pass --auc_roc off")
-    return builder.dataset("val_dataset", transforms=list(deploy.transforms))

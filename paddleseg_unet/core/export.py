@@ -41,11 +41,9 @@ import yaml
 
 from paddleseg_unet.utils.logger import logger
 from paddleseg_unet.utils.io import atomic_write_bytes
-from paddleseg_unet.datasets.dataset import dataset_meta
 
 __all__ = ["ExportError", "OUTPUT_OPS", "DEPLOY_FILE", "ExportHead", "deploy_transforms",
-           "export_model", "export_onnx", "parse_input_shape", "ConfigDeployInfo",
-           "config_deploy_info"]
+           "export_model", "export_onnx", "parse_input_shape"]
 
 OUTPUT_OPS = ("argmax", "softmax", "none")
 DEPLOY_FILE = "deploy.yaml"
@@ -56,37 +54,6 @@ DEFAULT_OPSET = 11
 
 class ExportError(RuntimeError):
     """Export failed or was asked for something it cannot do; the message says why."""
-
-
-@dataclass
-class ConfigDeployInfo:
-    """What a config says about deployment: preprocessing, classes and colours."""
-
-    transforms: List[Dict[str, Any]]
-    num_classes: int
-    dataset_type: Optional[str]
-    class_names: List[str]
-    color_map: np.ndarray
-
-
-def config_deploy_info(cfg: Any) -> ConfigDeployInfo:
-    """Preprocessing = the ``val_dataset`` transforms (else ``test_dataset``'s, else
-    ``[Normalize]``); class names and colour map are the dataset's metadata."""
-    section = None
-    for key in ("val_dataset", "test_dataset"):
-        if isinstance(cfg.get(key), dict):
-            section = cfg.get(key)
-            break
-    if section is None:
-        logger.warning(f"{getattr(cfg, 'path', 'config')} has no val_dataset: using the "
-                       f"default preprocessing [Normalize]")
-    transforms = list(section.get("transforms") or []) if section else [{"type": "Normalize"}]
-    dataset_type = section.get("type") if section else None
-    num_classes = int(cfg["model"]["num_classes"])
-    meta = dataset_meta(section, num_classes)
-    return ConfigDeployInfo(transforms=transforms, num_classes=num_classes,
-                            dataset_type=dataset_type, class_names=list(meta.class_names),
-                            color_map=np.asarray(meta.palette, dtype=np.uint8))
 
 
 class ExportHead(paddle.nn.Layer):

@@ -12,8 +12,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from paddleseg_unet.core.backends import (BackendError, build_backend, exported_val_dataset,
-                                          load_deploy, outputs_to_logits, verify_export)
+from paddleseg_unet.apis.builder import SegBuilder
+from paddleseg_unet.core.backends import (BackendError, build_backend, load_deploy,
+                                          outputs_to_logits, verify_export)
+from paddleseg_unet.cvlibs.config import Config
 from paddleseg_unet.core.evaluate import EvalOptions, evaluate
 from paddleseg_unet.core.infer import InferenceOptions
 from paddleseg_unet.core.predict import PredictError, predict
@@ -231,7 +233,6 @@ def test_backend_and_export_errors(workspace, tmp_path, logits_export):
     with pytest.raises(BackendError, match="--onnx"):
         build_backend("onnxruntime", str(no_onnx))
 
-    class _Builder:  # what exported_val_dataset reads from a SegBuilder
-        num_classes = 3
-    with pytest.raises(BackendError, match="3"):
-        exported_val_dataset(_Builder(), build_backend("onnxruntime", logits_export))
+    builder = SegBuilder(Config({"model": {"type": "UNet", "num_classes": 3}}))
+    with pytest.raises(BackendError, match="exported for 2 classes but the config has 3"):
+        builder.exported_val_dataset(build_backend("onnxruntime", logits_export))
