@@ -84,11 +84,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         best_metric=args.best_metric or train_config.get("best_metric", "mIoU"),
         eval_options=eval_options)
     options.check()  # bad flags fail before anything is built
+    builder = SegBuilder(cfg)
+    builder.lr_scheduler  # noqa: B018 - bad (NaN, <= 0) rates fail before anything runs
     setup_device(args.device, args.num_threads)
     if world_size > 1:
         paddle.distributed.init_parallel_env()
     paddle.seed(args.seed)
-    builder = SegBuilder(cfg)
     model = builder.model
     trainer = Trainer(model, builder.train_dataset, builder.loss, builder.optimizer(),
                       builder.lr_scheduler, options,

@@ -247,29 +247,95 @@ def test_resume_without_weights_names_the_file(root, tmp_path):
         trainer.train()
 
 
-def test_cli_prints_one_line_error(root, tmp_path):
-    config = tmp_path / "tiny.yml"
-    config.write_text(f"""batch_size: 2
+def write_cli_config(path, root: str,
+                     lr_scheduler: str = "{type: PolynomialDecay, learning_rate: 0.01}") -> str:
+    path.write_text(f"""batch_size: 2
 iters: 4
 train_dataset: {{type: Dataset, dataset_root: {root}, num_classes: 2, mode: train,
                 train_path: train_list.txt, transforms: [{{type: Normalize}}]}}
 model: {{type: UNet, num_classes: 2, base_channels: 4}}
 loss: {{types: [{{type: CrossEntropyLoss}}], coef: [1]}}
 optimizer: {{type: Adam}}
-lr_scheduler: {{type: PolynomialDecay, learning_rate: 0.01}}
+lr_scheduler: {lr_scheduler}
 """)
-    empty = tmp_path / "out" / "iter_2"
-    empty.mkdir(parents=True)
+    return str(path)
+
+
+def cli_error_line(*args: str) -> str:
+    """Run tools/train.py; it must fail with exit 1 and exactly one 'error:' line."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("PADDLESEG_UNET_DEBUG", None)
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "train.py"), "--config", str(config),
-         "--save_dir", str(tmp_path / "out"), "--resume_model", str(empty)],
-        capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and str(empty / "model.pdparams") in errors[0], proc.stderr
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def test_cli_prints_one_line_error(root, tmp_path):
+    config = write_cli_config(tmp_path / "tiny.yml", root)
+    empty = tmp_path / "out" / "iter_2"
+    empty.mkdir(parents=True)
+    error = cli_error_line("--config", config, "--save_dir", str(tmp_path / "out"),
+                           "--resume_model", str(empty))
+    assert str(empty / "model.pdparams") in error
+
+
+# ----------------------------------------------------------------------------- non-finite
+@pytest.mark.parametrize("flag, schedule, message", [
+    (["--learning_rate", "nan"], None,
+     "error: --learning_rate must be a finite number > 0, got nan"),
+    ([], "{type: LinearWarmup, warmup_steps: 2, learning_rate: {type: PolynomialDecay, "
+         "learning_rate: 0.01, end_lr: .inf}}",
+     "error: {config}: lr_scheduler.learning_rate: PolynomialDecay: end_lr must be a number "
+     ">= 0, got inf"),
+])
+def test_cli_refuses_rates_that_cannot_train_before_anything_runs(root, tmp_path, flag,
+                                                                  schedule, message):
+    config = write_cli_config(tmp_path / "tiny.yml", root,
+                              *([schedule] if schedule else []))
+    out = tmp_path / "out"
+    assert cli_error_line("--config", config, "--save_dir", str(out), *flag) == \
+        message.format(config=config)
+    assert not glob.glob(str(out / "iter_*"))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -0.01])
+def test_learning_rate_flag_must_be_finite_and_positive(root, tmp_path, value):
+    from paddleseg_unet.cvlibs.config import ConfigError, load_config
+
+    config = write_cli_config(tmp_path / "tiny.yml", root)
+    with pytest.raises(ConfigError) as err:
+        load_config(config, learning_rate=value, purpose="train")
+    assert str(err.value) == f"--learning_rate must be a finite number > 0, got {value!r}"
+
+
+@pytest.mark.parametrize("schedule, problem", [
+    ("{type: PolynomialDecay, learning_rate: .nan}",
+     "lr_scheduler: PolynomialDecay: learning_rate must be a number > 0, got nan"),
+    ("{type: PolynomialDecay, learning_rate: 0}",
+     "lr_scheduler: PolynomialDecay: learning_rate must be a number > 0, got 0"),
+    ("{type: PolynomialDecay, learning_rate: 0.01, warmup_iters: 2, warmup_start_lr: .nan}",
+     "lr_scheduler: PolynomialDecay: warmup_start_lr must be a number >= 0, got nan"),
+    ("{type: CosineDecay, learning_rate: 0.1, eta_min: -.inf}",
+     "lr_scheduler: CosineDecay: eta_min must be a number >= 0, got -inf"),
+    ("{type: LinearWarmup, warmup_steps: 2, start_lr: .inf, learning_rate: 0.1}",
+     "lr_scheduler: LinearWarmup: start_lr must be a number >= 0, got inf"),
+    ("{type: LinearWarmup, warmup_steps: 2, learning_rate: {type: CosineDecay, "
+     "learning_rate: -1}}",
+     "lr_scheduler.learning_rate: CosineDecay: learning_rate must be a number > 0, got -1"),
+])
+def test_config_rates_that_cannot_train_name_the_file_and_key(root, tmp_path, schedule,
+                                                              problem):
+    from paddleseg_unet.cvlibs.builder import SegBuilder
+    from paddleseg_unet.cvlibs.config import ConfigError, load_config
+
+    config = write_cli_config(tmp_path / "tiny.yml", root, schedule)
+    with pytest.raises(ConfigError) as err:
+        SegBuilder(load_config(config, purpose="train")).lr_scheduler
+    assert str(err.value) == f"{config}: {problem}"
 
 
 def test_fp16_on_cpu_is_ignored_and_trains_fp32(root, tmp_path, log_lines):
