@@ -338,6 +338,83 @@ def test_config_rates_that_cannot_train_name_the_file_and_key(root, tmp_path, sc
     assert str(err.value) == f"{config}: {problem}"
 
 
+def nan_loss_at(trainer: Trainer, bad_iteration: int) -> None:
+    """Make the trainer's loss NaN at ``bad_iteration`` (its loss_fn runs once a step)."""
+    real, calls = trainer.loss_fn, []
+
+    def loss_fn(logits, label):
+        calls.append(1)
+        loss = real(logits, label)
+        return loss * float("nan") if len(calls) == bad_iteration else loss
+
+    trainer.loss_fn = loss_fn
+
+
+def assert_finite_checkpoint(folder: str, root: str) -> None:
+    model = build_parts(root, 2)[0]
+    load_checkpoint(folder, model)
+    assert all(np.isfinite(v).all() for v in weights_of(model).values())
+
+
+def test_nan_loss_stops_naming_the_iteration_and_keeps_the_last_good_checkpoint(root,
+                                                                              tmp_path):
+    trainer = make_trainer(root, str(tmp_path), 8, save_interval=2, log_iters=1,
+                           do_eval=True, evaluate_fn=scripted_metrics([0.1, 0.2, 0.3, 0.4]))
+    nan_loss_at(trainer, 5)
+    with pytest.raises(TrainError) as err:
+        trainer.train()
+    assert str(err.value) == (
+        f"Training stopped at iteration 5: the loss is nan. Likely causes: a learning rate "
+        f"too high for this model and batch (lr_scheduler.learning_rate, --learning_rate), "
+        f"loss weights (loss.coef) or a loss dividing by zero, or bad data (NaN/Inf pixels, "
+        f"label values other than the classes and ignore_index). Nothing was saved for this "
+        f"iteration; the last good checkpoint is {tmp_path / 'iter_4'} (after fixing the "
+        f"cause, --resume_model it or start again)")
+    assert [row["iter"] for row in trainer.history] == [1, 2, 3, 4]
+    assert sorted(os.listdir(tmp_path)) == ["best_model", "iter_2", "iter_4"]
+    for folder in ("iter_4", "best_model"):
+        assert_finite_checkpoint(str(tmp_path / folder), root)
+
+
+def test_nan_loss_before_any_checkpoint_says_none_was_saved(root, tmp_path):
+    trainer = make_trainer(root, str(tmp_path), 4, save_interval=2)
+    nan_loss_at(trainer, 1)
+    with pytest.raises(TrainError, match=r"^Training stopped at iteration 1: the loss is nan\..*"
+                                         r"; no checkpoint had been saved yet$"):
+        trainer.train()
+    assert not glob.glob(str(tmp_path / "iter_*"))
+
+
+def test_weights_gone_non_finite_with_a_finite_loss_are_never_saved(root, tmp_path):
+    """The step of iteration 4 makes a weight Inf, its loss (computed before) is finite:
+    the saves of iteration 4 (best_model first, then iter_4) are refused."""
+    from paddleseg_unet.core.checkpoint import NonFiniteStateError
+
+    trainer = make_trainer(root, str(tmp_path), 6, save_interval=2, do_eval=True,
+                           evaluate_fn=scripted_metrics([0.9, 0.1]))  # mIoU 0.1, 0.9
+    step, calls = trainer._step, []
+
+    def step_then_blow_up(batch):
+        loss = step(batch)
+        calls.append(batch)
+        if len(calls) == 4:
+            weight = trainer.model.parameters()[0]
+            weight.set_value(np.full(weight.shape, np.inf, "float32"))
+        return loss
+
+    trainer._step = step_then_blow_up
+    with pytest.raises(NonFiniteStateError) as err:
+        trainer.train()
+    message = str(err.value)
+    assert message.startswith(f"Refusing to write {tmp_path / 'best_model' / 'model.pdparams'} "
+                              f"(iteration 4): ")
+    assert "holds NaN or Inf, the training has diverged" in message
+    assert sorted(os.listdir(tmp_path)) == ["best_model", "iter_2"]
+    best = load_checkpoint(str(tmp_path / "best_model"), build_parts(root, 2)[0])
+    assert best["train_state"].best_iteration == 2
+    assert_finite_checkpoint(str(tmp_path / "iter_2"), root)
+
+
 def test_fp16_on_cpu_is_ignored_and_trains_fp32(root, tmp_path, log_lines):
     trainer = make_trainer(root, str(tmp_path), 2, precision="fp16", save_interval=100,
                            early_stop_intervals=2)
