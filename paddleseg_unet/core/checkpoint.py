@@ -235,7 +235,8 @@ def save_checkpoint(folder: str, model: paddle.nn.Layer, optimizer: Optional[Any
     for name, content in ((MODEL_FILE, model_state), (EMA_FILE, ema_state),
                           (OPTIMIZER_FILE, optimizer_state)):
         if content is not None:
-            assert_finite_state(content, os.path.join(folder, name))
+            assert_finite_state(content, f"{os.path.join(folder, name)} (iteration "
+                                         f"{state.iteration})")
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
     tmp_dir = os.path.join(parent, f".{os.path.basename(folder)}.tmp-{os.getpid()}")

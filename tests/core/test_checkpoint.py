@@ -338,7 +338,8 @@ def test_non_finite_state_is_never_saved_and_the_old_checkpoint_stays(tmp_path, 
     folder = str(tmp_path / "iter_2")
     with pytest.raises(NonFiniteStateError) as err:
         save_checkpoint(folder, model, opt, TrainState(iteration=2), ema_state=ema)
-    prefix = f"{folder}/{where}" + (": LR_Scheduler" if where == "model.pdopt" else "")
+    prefix = f"{folder}/{where} (iteration 2)" + (": LR_Scheduler" if where == "model.pdopt"
+                                                  else "")
     assert str(err.value) == (
         f"Refusing to write {prefix}: {key!r} holds NaN or Inf, the training has diverged. "
         f"Nothing was saved and the previous checkpoints are kept; lower the learning rate, "
