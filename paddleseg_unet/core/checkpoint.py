@@ -418,8 +418,18 @@ def _read_rng(json_path: str, legacy_path: str) -> Optional[Tuple[Any, Any, List
 
 
 def _as_tensors(state: Dict[str, Any]) -> Dict[str, Any]:
-    """numpy arrays (nested ones too) as tensors, as ``paddle.load`` returns them:
-    ``set_state_dict`` needs tensors for AMP's master weights."""
-    return {key: _as_tensors(value) if isinstance(value, dict) else
-            paddle.to_tensor(value) if isinstance(value, np.ndarray) else value
-            for key, value in state.items()}
+    """The arrays of an optimizer state (nested ones too) as tensors, as ``paddle.load``
+    returns them (``set_state_dict`` needs tensors for AMP's master weights). paddle.save
+    writes an array either bare or, in a state with nested dicts, as ``(name, array)``."""
+    result: Dict[str, Any] = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            value = _as_tensors(value)
+        elif isinstance(value, np.ndarray):
+            value = paddle.to_tensor(value)
+        elif (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
+              and isinstance(value[1], np.ndarray)):
+            name, value = value[0], paddle.to_tensor(value[1])
+            value.name = name
+        result[key] = value
+    return result

@@ -6,7 +6,7 @@ older checkpoints are pickles, and they come from the internet or from shared fo
 every one of them is read with :func:`load_pickle`, which resolves only:
 
 - plain containers, numbers, strings, bytes, booleans and None (pickle builds these itself);
-- ``set`` / ``frozenset``;
+- ``set``, ``frozenset`` and ``tuple`` (protocol 2 sets; ``paddle.save``'s tensors);
 - numpy arrays, dtypes and scalars (what ``paddle.save`` turns tensors into);
 - ``collections.OrderedDict`` and protocol 2's latin-1 ``_codecs.encode`` for bytes;
 - Paddle's random-generator state (``paddle.base.libpaddle.GeneratorState``, in older
@@ -86,9 +86,12 @@ def _allowed_globals() -> Dict[Tuple[str, str], Callable[..., Any]]:
         ("_codecs", "encode"): _latin1_encode,
         ("paddle.base.libpaddle", "GeneratorState"): GeneratorStateRecord,
     }
-    for module in ("builtins", "__builtin__"):  # protocol 2 spells sets as calls
+    for module in ("builtins", "__builtin__"):
+        # Protocol 2 spells sets as calls; paddle.save writes each tensor of a nested
+        # structure (an AMP optimizer state with master_weights) as tuple((name, array)).
         allowed[(module, "set")] = set
         allowed[(module, "frozenset")] = frozenset
+        allowed[(module, "tuple")] = tuple
     for core in ("numpy.core", "numpy._core"):
         for submodule, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
                                 ("numeric", "_frombuffer")):  # the last: protocol 5 arrays

@@ -85,6 +85,28 @@ def test_round_trip_is_exact_in_a_differently_named_model(tmp_path):
         np.testing.assert_array_equal(weights(other)[key], value, err_msg=key)
 
 
+def test_optimizer_state_with_master_weights_resumes(tmp_path):
+    """With nested dicts of tensors (AMP O2's master_weights) paddle.save writes every
+    tensor as tuple((name, array)): the allow-list reads that too, as paddle.load does."""
+    model, opt, scheduler = tiny()
+    step(model, opt, scheduler, 0)
+    folder = save_checkpoint(str(tmp_path / "iter_1"), model, opt, TrainState(iteration=1))
+    name = model.parameters()[0].name
+    master = paddle.to_tensor(np.linspace(0, 1, 4, dtype="float32"))
+    paddle.save(dict(opt.state_dict(), master_weights={name: master}),
+                os.path.join(folder, "model.pdopt"))
+    raw = load_pickle(os.path.join(folder, "model.pdopt"))
+    assert isinstance(raw["master_weights"][name], tuple)  # the (name, array) spelling
+    other, other_opt, other_scheduler = tiny(seed=5)
+    load_checkpoint(folder, other, other_opt)
+    restored = other_opt._master_weights[other.parameters()[0].name]
+    np.testing.assert_array_equal(restored.numpy(), master.numpy())
+    step(model, opt, scheduler, 7)
+    step(other, other_opt, other_scheduler, 7)
+    for key, value in weights(model).items():
+        np.testing.assert_array_equal(weights(other)[key], value, err_msg=key)
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {repo!r})
