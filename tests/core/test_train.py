@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -281,6 +282,32 @@ def test_cli_prints_one_line_error(root, tmp_path):
     error = cli_error_line("--config", config, "--save_dir", str(tmp_path / "out"),
                            "--resume_model", str(empty))
     assert str(empty / "model.pdparams") in error
+
+
+class RunsCommand:
+    """Unpickling this runs ``touch marker`` (as pickle.load or paddle.load would)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_cli_resume_from_a_folder_carrying_code_refuses_it_and_runs_nothing(root, tmp_path):
+    """The attack of issue 11: a shared checkpoint whose model.pdopt runs a command."""
+    make_trainer(root, str(tmp_path / "shared"), 2, save_interval=2).train()
+    folder = tmp_path / "shared" / "iter_2"
+    marker = tmp_path / "MARKER"
+    with open(folder / "model.pdopt", "wb") as f:
+        pickle.dump({"LR_Scheduler": {"last_epoch": RunsCommand(marker)}}, f, protocol=4)
+    config = write_cli_config(tmp_path / "tiny.yml", root)
+    error = cli_error_line("--config", config, "--save_dir", str(tmp_path / "out"),
+                           "--resume_model", str(folder))
+    assert error.startswith(f"error: Cannot resume: Refusing to load {folder / 'model.pdopt'}: "
+                            f"its pickle references the Python global "
+                            f"'{os.system.__module__}.system', which is not allowed")
+    assert not marker.exists()
 
 
 # ----------------------------------------------------------------------------- non-finite
