@@ -376,8 +376,9 @@ def _load_arrays(path: str) -> Dict[str, np.ndarray]:
     except UnsafeWeightsError as exc:
         raise CheckpointError(f"Cannot resume: {exc}") from None
     except WeightsError as exc:
-        # The weights loader's advice (re-download) does not apply to a checkpoint.
-        reason = str(exc).split("; re-download")[0]
+        # The weights loader's advice (re-download, pass another file) does not apply to
+        # a checkpoint.
+        reason = re.split(r"; re-download|\. Pass the", str(exc))[0]
         raise CheckpointError(f"Cannot resume: {reason}; resume from an older "
                               f"iter_N.") from None
 
@@ -388,9 +389,11 @@ def _read_pickle(path: str) -> Any:
         return load_pickle(path)
     except UnsafePickleError as exc:
         raise CheckpointError(f"Cannot resume: {exc}") from None
-    except (OSError, SafePickleError) as exc:
-        raise CheckpointError(f"Cannot resume: {path} is unreadable ({exc}); resume from "
-                              f"an older iter_N.") from None
+    except SafePickleError as exc:  # its message starts with the path
+        raise CheckpointError(f"Cannot resume: {exc}; resume from an older iter_N.") from None
+    except OSError as exc:
+        raise CheckpointError(f"Cannot resume: cannot read {path} ({exc.strerror or exc}); "
+                              f"resume from an older iter_N.") from None
 
 
 def _read_rng(json_path: str, legacy_path: str) -> Optional[Tuple[Any, Any, List[Any]]]:

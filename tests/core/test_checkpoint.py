@@ -208,6 +208,8 @@ def _truncate(path: str) -> None:
     (lambda d: os.remove(os.path.join(d, "model.pdparams")), "model.pdparams"),
     (lambda d: _truncate(os.path.join(d, "model.pdparams")), "model.pdparams"),
     (lambda d: _truncate(os.path.join(d, "model.pdopt")), "model.pdopt"),
+    (lambda d: open(os.path.join(d, "model.pdopt"), "w").write("text"), "model.pdopt"),
+    (lambda d: open(os.path.join(d, "model.pdparams"), "w").write("text"), "model.pdparams"),
     (lambda d: _truncate(os.path.join(d, "state.json")), "state.json"),
     (lambda d: open(os.path.join(d, "state.json"), "w").write(
         json.dumps({"train_state": {"iteration": "ten"}})), "state.json"),
