@@ -81,6 +81,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         best_metric=args.best_metric or train_config.get("best_metric", "mIoU"),
         eval_options=eval_options)
     options.check()  # bad flags fail before anything is built
+    builder.lr_scheduler  # noqa: B018 - bad (NaN, <= 0) rates fail before anything runs
     paddle.seed(args.seed)
     trainer = Trainer(builder.model, builder.train_dataset, builder.loss, builder.optimizer(),
                       builder.lr_scheduler, options,

@@ -6,8 +6,13 @@ A checkpoint is a folder ``iter_N/`` (or ``best_model/``) holding
 - ``model.pdopt``: the optimizer state in Paddle's own format, including the lr scheduler's;
 - ``state.json``: iteration, best metric so far, the parameters' internal names (so the
   optimizer state can be matched to a model built in another order) and the config;
-- ``rng.pkl``: Python, NumPy and Paddle random states;
+- ``rng.json``: Python, NumPy and Paddle random states (older checkpoints: ``rng.pkl``);
 - ``ema.pdparams``: the averaged weights, only when training with EMA.
+
+Reading never runs code from the folder: every pickle (``.pdparams``, ``.pdopt``, an old
+``rng.pkl``) goes through the allow-list unpickler of ``utils.safe_pickle``. Writing never
+stores NaN or Inf: :func:`assert_finite_state` checks the weights, EMA and optimizer state
+first, so a diverged run cannot replace a good checkpoint with a useless one.
 
 Each is written (and fsynced) into a hidden temporary folder which is renamed into place
 only when every file is complete, so a crash at any moment leaves the previous checkpoint
@@ -17,25 +22,29 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import numbers
 import os
-import pickle
 import random
 import re
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import paddle
 
 from paddleseg_unet.utils.io import fsync_path, replace_dir
-from paddleseg_unet.utils.weights import WeightsError, load_pdparams, save_pdparams
+from paddleseg_unet.utils.safe_pickle import (GeneratorStateRecord, SafePickleError,
+                                              UnsafePickleError, load_pickle)
+from paddleseg_unet.utils.weights import (BOOKKEEPING_KEY, UnsafeWeightsError, WeightsError,
+                                          load_pdparams, save_pdparams)
 
 MODEL_FILE = "model.pdparams"
 OPTIMIZER_FILE = "model.pdopt"
 STATE_FILE = "state.json"
-RNG_FILE = "rng.pkl"
+RNG_FILE = "rng.json"
+LEGACY_RNG_FILE = "rng.pkl"  # what checkpoints held before rng.json; read, never written
 EMA_FILE = "ema.pdparams"
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
 _TEMP_DIR = re.compile(r"^\..+\.tmp-(\d+)$")
@@ -45,6 +54,10 @@ _OPT_SPECIAL_KEYS = ("LR_Scheduler", "master_weights")
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be written or resumed; the message names the file."""
+
+
+class NonFiniteStateError(CheckpointError):
+    """Weights (or optimizer state) holding NaN or Inf, refused before they are saved."""
 
 
 @dataclass
@@ -84,14 +97,88 @@ class TrainState:
 
 
 def _rng_states() -> Dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "paddle": paddle.get_rng_state()}
+    """Python, NumPy and Paddle random states as JSON data (``rng.json``): no pickle."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(internal), gauss],
+            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            "paddle": [_generator_json(g.__getstate__()) for g in paddle.get_rng_state()]}
 
 
-def _restore_rng(states: Dict[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    paddle.set_rng_state(states["paddle"])
+def _generator_json(state: Tuple[int, int, int, List[int]]) -> List[Any]:
+    """A Paddle generator's ``__getstate__`` (device, seed, offset, state text as a list
+    of character codes) with the text as a string."""
+    device, seed, offset, text = state
+    return [device, seed, offset, bytes(text).decode("ascii")]
+
+
+def _legacy_rng_as_json(states: Any) -> Dict[str, Any]:
+    """An old ``rng.pkl`` (as the allow-list unpickler returns it) in ``rng.json``'s form."""
+    if not isinstance(states, dict) or not {"python", "numpy", "paddle"} <= set(states):
+        raise ValueError("not a dict of python/numpy/paddle states")
+    version, internal, gauss = states["python"]
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    paddle_states = []
+    for record in states["paddle"]:
+        if not isinstance(record, GeneratorStateRecord) or not isinstance(record.state, tuple):
+            raise ValueError(f"paddle state is a {type(record).__name__}, not a GeneratorState")
+        paddle_states.append(_generator_json(record.state))
+    return {"python": [version, list(internal), gauss],
+            "numpy": [kind, np.asarray(keys).tolist(), pos, has_gauss, cached],
+            "paddle": paddle_states}
+
+
+def _parse_rng(data: Any) -> Tuple[Any, Any, List[Any]]:
+    """``rng.json`` data -> (python, numpy, paddle) states ready to set; every part is
+    tried on a throwaway generator first, so a bad file raises before anything changes."""
+    if not isinstance(data, dict) or not {"python", "numpy", "paddle"} <= set(data):
+        raise ValueError("not a mapping of python/numpy/paddle states")
+    version, internal, gauss = data["python"]
+    python_state = (int(version), tuple(int(x) for x in internal),
+                    None if gauss is None else float(gauss))
+    random.Random().setstate(python_state)
+    kind, keys, pos, has_gauss, cached = data["numpy"]
+    numpy_state = (str(kind), np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss),
+                   float(cached))
+    np.random.RandomState().set_state(numpy_state)
+    generator_type = paddle.base.core.GeneratorState  # pybind: no constructor, only setstate
+    paddle_states = []
+    for device, seed, offset, text in data["paddle"]:
+        generator = generator_type.__new__(generator_type)
+        generator.__setstate__((int(device), int(seed), int(offset),
+                                list(str(text).encode("ascii"))))
+        paddle_states.append(generator)
+    return python_state, numpy_state, paddle_states
+
+
+def _restore_rng(states: Tuple[Any, Any, List[Any]]) -> None:
+    python_state, numpy_state, paddle_states = states
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+    paddle.set_rng_state(paddle_states)
+
+
+def assert_finite_state(state: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`NonFiniteStateError` if an array, tensor or float of ``state`` (nested
+    mappings included) is NaN or Inf; ``where`` names the file it was about to go to."""
+    for key, value in state.items():
+        if isinstance(value, Mapping):
+            assert_finite_state(value, f"{where}: {key}")
+            continue
+        if isinstance(value, paddle.Tensor):
+            value = value.numpy()
+        if isinstance(value, float):
+            finite = math.isfinite(value)
+        elif isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.inexact):
+            finite = bool(np.isfinite(value).all())
+        else:
+            continue
+        if not finite:
+            raise NonFiniteStateError(
+                f"Refusing to write {where}: {key!r} holds NaN or Inf, the training has "
+                f"diverged. Nothing was saved and the previous checkpoints are kept; lower "
+                f"the learning rate, check the loss weights and the data, then resume from "
+                f"the last good checkpoint")
 
 
 def parameter_names(model: paddle.nn.Layer) -> Dict[str, str]:
@@ -141,23 +228,31 @@ def save_checkpoint(folder: str, model: paddle.nn.Layer, optimizer: Optional[Any
     """Write a complete checkpoint to ``folder`` atomically and return it.
 
     ``optimizer`` None (``best_model/``) writes no ``model.pdopt``; ``ema_state`` (the EMA's
-    averaged weights) adds ``ema.pdparams``."""
+    averaged weights) adds ``ema.pdparams``. NaN or Inf anywhere raises
+    :class:`NonFiniteStateError` before anything is written."""
+    model_state = model.state_dict()
+    optimizer_state = optimizer.state_dict() if optimizer is not None else None
+    for name, content in ((MODEL_FILE, model_state), (EMA_FILE, ema_state),
+                          (OPTIMIZER_FILE, optimizer_state)):
+        if content is not None:
+            assert_finite_state(content, f"{os.path.join(folder, name)} (iteration "
+                                         f"{state.iteration})")
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
     tmp_dir = os.path.join(parent, f".{os.path.basename(folder)}.tmp-{os.getpid()}")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
     try:
-        save_pdparams(model.state_dict(), os.path.join(tmp_dir, MODEL_FILE))
+        save_pdparams(model_state, os.path.join(tmp_dir, MODEL_FILE))
         if ema_state is not None:
             save_pdparams(ema_state, os.path.join(tmp_dir, EMA_FILE))
         written = []
-        if optimizer is not None:
+        if optimizer_state is not None:
             written.append(os.path.join(tmp_dir, OPTIMIZER_FILE))
-            paddle.save(optimizer.state_dict(), written[-1])
+            paddle.save(optimizer_state, written[-1])
         written.append(os.path.join(tmp_dir, RNG_FILE))
-        with open(written[-1], "wb") as f:
-            pickle.dump(_rng_states(), f, protocol=4)
+        with open(written[-1], "w", encoding="utf-8") as f:
+            json.dump(_rng_states(), f)
         payload = {"train_state": state.to_json(), "parameter_names": parameter_names(model),
                    "config": config}
         written.append(os.path.join(tmp_dir, STATE_FILE))
@@ -230,7 +325,7 @@ def load_checkpoint(folder: str, model: paddle.nn.Layer, optimizer: Optional[Any
     if not os.path.isdir(folder):
         raise _missing_folder_error(folder)
     paths = {name: os.path.join(folder, name) for name in
-             (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, RNG_FILE, EMA_FILE)}
+             (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, RNG_FILE, LEGACY_RNG_FILE, EMA_FILE)}
     needed = [MODEL_FILE, STATE_FILE] + ([OPTIMIZER_FILE] if optimizer is not None else [])
     missing = [paths[n] for n in needed if not os.path.isfile(paths[n])]
     if missing:
@@ -251,26 +346,15 @@ def load_checkpoint(folder: str, model: paddle.nn.Layer, optimizer: Optional[Any
     ema = _load_arrays(paths[EMA_FILE]) if os.path.isfile(paths[EMA_FILE]) else None
     opt_state = None
     if optimizer is not None:
-        try:
-            opt_state = paddle.load(paths[OPTIMIZER_FILE])
-            if not isinstance(opt_state, dict):
-                raise TypeError(f"holds a {type(opt_state).__name__}, not a dict")
-        except Exception as exc:  # paddle.load raises many kinds on a damaged pickle
-            raise CheckpointError(f"Cannot resume: {paths[OPTIMIZER_FILE]} is unreadable "
-                                  f"({type(exc).__name__}: {exc}); resume from an older "
-                                  f"iter_N.") from None
-        opt_state = _rekey_optimizer_state(opt_state, saved_names, model,
+        opt_state = _read_pickle(paths[OPTIMIZER_FILE])
+        if not isinstance(opt_state, dict):
+            raise CheckpointError(f"Cannot resume: {paths[OPTIMIZER_FILE]} holds a "
+                                  f"{type(opt_state).__name__}, not an optimizer state dict; "
+                                  f"resume from an older iter_N.")
+        opt_state.pop(BOOKKEEPING_KEY, None)  # paddle.save's; paddle.load drops it too
+        opt_state = _rekey_optimizer_state(_as_tensors(opt_state), saved_names, model,
                                            paths[OPTIMIZER_FILE])
-    rng = None
-    if restore_rng and os.path.isfile(paths[RNG_FILE]):
-        try:
-            with open(paths[RNG_FILE], "rb") as f:
-                rng = pickle.load(f)
-            if not isinstance(rng, dict) or not {"python", "numpy", "paddle"} <= set(rng):
-                raise ValueError("not a dict of python/numpy/paddle states")
-        except Exception as exc:
-            raise CheckpointError(f"Cannot resume: {paths[RNG_FILE]} is unreadable "
-                                  f"({type(exc).__name__}: {exc})") from None
+    rng = _read_rng(paths[RNG_FILE], paths[LEGACY_RNG_FILE]) if restore_rng else None
     expected = model.state_dict()
     wrong = [k for k in expected if k not in params or
              tuple(params[k].shape) != tuple(expected[k].shape)]
@@ -289,8 +373,66 @@ def load_checkpoint(folder: str, model: paddle.nn.Layer, optimizer: Optional[Any
 def _load_arrays(path: str) -> Dict[str, np.ndarray]:
     try:
         return load_pdparams(path)
+    except UnsafeWeightsError as exc:
+        raise CheckpointError(f"Cannot resume: {exc}") from None
     except WeightsError as exc:
-        # The weights loader's advice (re-download) does not apply to a checkpoint.
-        reason = str(exc).split("; re-download")[0]
+        # The weights loader's advice (re-download, pass another file) does not apply to
+        # a checkpoint.
+        reason = re.split(r"; re-download|\. Pass the", str(exc))[0]
         raise CheckpointError(f"Cannot resume: {reason}; resume from an older "
                               f"iter_N.") from None
+
+
+def _read_pickle(path: str) -> Any:
+    """``path`` through the allow-list unpickler, errors as CheckpointError."""
+    try:
+        return load_pickle(path)
+    except UnsafePickleError as exc:
+        raise CheckpointError(f"Cannot resume: {exc}") from None
+    except SafePickleError as exc:  # its message starts with the path
+        raise CheckpointError(f"Cannot resume: {exc}; resume from an older iter_N.") from None
+    except OSError as exc:
+        raise CheckpointError(f"Cannot resume: cannot read {path} ({exc.strerror or exc}); "
+                              f"resume from an older iter_N.") from None
+
+
+def _read_rng(json_path: str, legacy_path: str) -> Optional[Tuple[Any, Any, List[Any]]]:
+    """The random states of ``rng.json``, else of an old ``rng.pkl``, else None."""
+    if os.path.isfile(json_path):
+        path = json_path
+        try:
+            with open(path, "r", encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"Cannot resume: {path} is unreadable "
+                                  f"({type(exc).__name__}: {exc})") from None
+    elif os.path.isfile(legacy_path):
+        path = legacy_path
+        data = _read_pickle(path)
+    else:
+        return None
+    try:
+        if path == legacy_path:
+            data = _legacy_rng_as_json(data)
+        return _parse_rng(data)
+    except Exception as exc:  # wrong shapes/types/values raise many kinds
+        raise CheckpointError(f"Cannot resume: {path} does not hold valid random states "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+def _as_tensors(state: Dict[str, Any]) -> Dict[str, Any]:
+    """The arrays of an optimizer state (nested ones too) as tensors, as ``paddle.load``
+    returns them (``set_state_dict`` needs tensors for AMP's master weights). paddle.save
+    writes an array either bare or, in a state with nested dicts, as ``(name, array)``."""
+    result: Dict[str, Any] = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            value = _as_tensors(value)
+        elif isinstance(value, np.ndarray):
+            value = paddle.to_tensor(value)
+        elif (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
+              and isinstance(value[1], np.ndarray)):
+            name, value = value[0], paddle.to_tensor(value[1])
+            value.name = name
+        result[key] = value
+    return result

@@ -35,9 +35,10 @@ for _clip in ("ClipGradByGlobalNorm", "ClipGradByNorm", "ClipGradByValue"):
 
 def _number(owner: str, name: str, value: Any, minimum: float = 0.0, integer: bool = False,
             strict: bool = False) -> Union[int, float]:
-    """``value`` as a number >= minimum (> minimum if ``strict``), else a ValueError."""
+    """``value`` as a finite number >= minimum (> minimum if ``strict``), else a
+    ValueError. NaN and Inf are refused: NaN passes every comparison test unnoticed."""
     kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind) or (
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or (
             value <= minimum if strict else value < minimum):
         bound = f"{'>' if strict else '>='} {minimum:g}"
         raise ValueError(f"{owner}: {name} must be {'an integer' if integer else 'a number'} "
@@ -55,7 +56,7 @@ class _WarmupSchedule(LRScheduler):
     def __init__(self, learning_rate: float, warmup_iters: int = 0,
                  warmup_start_lr: float = 0.0) -> None:
         name = type(self).__name__
-        learning_rate = _number(name, "learning_rate", learning_rate)
+        learning_rate = _number(name, "learning_rate", learning_rate, strict=True)
         self.warmup_iters = _number(name, "warmup_iters", warmup_iters, integer=True)
         self.warmup_start_lr = _number(name, "warmup_start_lr", warmup_start_lr)
         super().__init__(learning_rate)
@@ -131,7 +132,7 @@ class LinearWarmup(LRScheduler):
         if isinstance(learning_rate, LRScheduler):
             peak = learning_rate.base_lr
         else:
-            peak = _number("LinearWarmup", "learning_rate", learning_rate)
+            peak = _number("LinearWarmup", "learning_rate", learning_rate, strict=True)
         self.learning_rate = learning_rate
         self.warmup_steps = _number("LinearWarmup", "warmup_steps", warmup_steps, integer=True)
         self.start_lr = _number("LinearWarmup", "start_lr", start_lr)

@@ -12,6 +12,7 @@ same augmentations (on CPU bit for bit; see docs/training.md).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import paddle
 
-from paddleseg_unet.core.checkpoint import TrainState, load_checkpoint
+from paddleseg_unet.core.checkpoint import TrainState, list_checkpoints, load_checkpoint
 from paddleseg_unet.core.evaluate import EvalOptions, evaluate
 from paddleseg_unet.core.hooks import (HookBase, Writer, build_writers, default_hooks,
                                        hook_name)
@@ -34,6 +35,33 @@ AMP_LEVELS = ("O1", "O2")
 
 class TrainError(Exception):
     """Bad training options, named with the flag to fix."""
+
+
+class NonFiniteLossError(TrainError):
+    """The loss became NaN or Inf: the run cannot train any further."""
+
+
+def check_finite_loss(loss_value: float, iteration: int, save_dir: Optional[str] = None
+                      ) -> None:
+    """Raise :class:`NonFiniteLossError` naming ``iteration``, the likely causes and the
+    newest checkpoint of ``save_dir`` if ``loss_value`` (the unscaled loss as a Python
+    float) is NaN or Inf.
+
+    With AMP, a step the GradScaler skips because the *gradients* of the scaled loss
+    overflowed is normal (it lowers the scale and retries) and is not seen here: only the
+    loss value itself counts."""
+    if math.isfinite(loss_value):
+        return
+    checkpoints = list_checkpoints(save_dir) if save_dir else []
+    kept = (f"the last good checkpoint is {checkpoints[-1]} (after fixing the cause, "
+            f"--resume_model it or start again)" if checkpoints
+            else "no checkpoint had been saved yet")
+    raise NonFiniteLossError(
+        f"Training stopped at iteration {iteration}: the loss is {loss_value}. Likely causes: "
+        f"a learning rate too high for this model and batch (lr_scheduler.learning_rate, "
+        f"--learning_rate), loss weights (loss.coef) or a loss dividing by zero, or bad data "
+        f"(NaN/Inf pixels, label values other than the classes and ignore_index). Nothing "
+        f"was saved for this iteration; {kept}")
 
 
 @dataclass
@@ -301,6 +329,8 @@ class Trainer:
                 self.state.iteration = self.iter
                 self._call_hooks("before_step")
                 self.loss = self.run_step(batch)
+                # Before any hook: a NaN step must reach neither the EMA nor a checkpoint.
+                check_finite_loss(float(self.loss), self.iter, self.options.save_dir)
                 self._call_hooks("after_step")
         finally:
             batches.close()  # shuts the loader's worker processes down now, not at exit

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
+import math
 import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -229,6 +230,10 @@ class Config:
             self.data["iters"] = iters
             self.origins["iters"] = "--iters"
         if learning_rate is not None:
+            if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
+                    and learning_rate > 0):
+                raise ConfigError(f"--learning_rate must be a finite number > 0, "
+                                  f"got {learning_rate!r}")
             if not isinstance(self.data.get("lr_scheduler"), dict):
                 raise ConfigError(f"--learning_rate: {self.path} has no lr_scheduler section "
                                   f"to set learning_rate in")

@@ -3,14 +3,12 @@
 A ``.pdparams`` file is a pickled ``{key: numpy array}`` dict (what ``paddle.save`` writes
 for a state dict), optionally with the bookkeeping key ``StructuredToParameterName@@``.
 Pickle can run arbitrary code, and these files come from the internet, so ``load_pdparams``
-unpickles with an allow-list holding only what numpy arrays need.
+reads them with the allow-list unpickler of ``utils.safe_pickle`` (no code is run).
 """
 from __future__ import annotations
 
-import collections
 import difflib
 import hashlib
-import io
 import os
 import pickle
 import urllib.parse
@@ -21,6 +19,8 @@ import numpy as np
 
 from paddleseg_unet.utils.io import atomic_write
 from paddleseg_unet.utils.logger import logger
+from paddleseg_unet.utils.safe_pickle import (NotAPickleError, SafePickleError, UnsafePickleError,
+                                              load_pickle)
 
 _ZOO_BASE = "https://bj.bcebos.com/paddleseg/dygraph"
 _ZOO_RUNS = {  # zoo name -> dataset folder on the server
@@ -43,7 +43,7 @@ class WeightsError(Exception):
 
 
 class UnsafeWeightsError(WeightsError):
-    """A weights pickle that references something other than numpy arrays in a dict."""
+    """A weights pickle that references a global outside the allow-list (may be malicious)."""
 
 
 # --------------------------------------------------------------------------- resolving
@@ -100,78 +100,30 @@ def _cache_name_of_url(url: str) -> Optional[str]:
     return f"{stem}-{hashlib.sha1(url.encode('utf-8')).hexdigest()[:10]}{ext}"
 
 
-# --------------------------------------------------------------------------- safe pickle
-
-def _numpy_core_attr(name: str) -> Any:
-    try:  # numpy >= 2 moved numpy.core to numpy._core
-        from numpy._core import multiarray
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray
-    return getattr(multiarray, name)
-
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    """``_codecs.encode`` as protocol-2 pickles use it for bytes; only latin1 allowed."""
-    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
-        raise pickle.UnpicklingError(f"_codecs.encode called with encoding {encoding!r}")
-    return text.encode("latin1")
-
-
-def _allowed_globals() -> Dict[Tuple[str, str], Any]:
-    allowed: Dict[Tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        # Protocol 2 (older Paddle, paddle.save(protocol=2)) stores bytes via this call.
-        ("_codecs", "encode"): _latin1_encode,
-    }
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        for name in ("_reconstruct", "scalar"):
-            allowed[(module, name)] = _numpy_core_attr(name)
-    return allowed
-
-
-class _ArrayDictUnpickler(pickle.Unpickler):
-    """An unpickler that can only build numpy arrays, dtypes, scalars and dicts."""
-
-    def __init__(self, file: io.BufferedIOBase, path: str) -> None:
-        super().__init__(file)
-        self._path = path
-        self._allowed = _allowed_globals()
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise UnsafeWeightsError(
-                f"Refusing to load {self._path!r}: the pickle references the Python global "
-                f"'{module}.{name}', which a weights file never needs (only a dict of numpy "
-                "arrays is accepted). The file is not a plain .pdparams and may be malicious."
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafeWeightsError(f"Refusing to load {self._path!r}: the pickle uses "
-                                 "persistent ids, which .pdparams files never contain")
-
+# --------------------------------------------------------------------------- reading
 
 def load_pdparams(path: str) -> Dict[str, np.ndarray]:
-    """Read a ``.pdparams`` file into ``{key: array}`` without executing its contents.
+    """Read a ``.pdparams`` file into ``{key: array}`` without executing its contents
+    (through the allow-list unpickler of ``utils.safe_pickle``).
 
     The bookkeeping key ``StructuredToParameterName@@`` is dropped. Anything but a dict of
     str -> numeric arrays raises ``WeightsError`` (``UnsafeWeightsError`` for foreign globals).
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            obj = _ArrayDictUnpickler(f, path).load()
-    except WeightsError:
-        raise
+        obj = load_pickle(path)
+    except UnsafePickleError as e:
+        raise UnsafeWeightsError(str(e)) from None
+    except NotAPickleError:
+        raise WeightsError(f"{path} is not a Paddle weights file (.pdparams): it does not "
+                           "start with a pickle header. Pass the .pdparams file that "
+                           "paddle.save or tools/train.py wrote (save_dir/iter_N/"
+                           "model.pdparams), a URL or a model-zoo name") from None
     except OSError as e:
         raise WeightsError(f"Cannot read weights file {path!r}: {e.strerror or e}") from None
-    except Exception as e:  # pickle/numpy errors of every kind mean a damaged file
+    except SafePickleError as e:
         raise WeightsError(
-            f"Weights file {path!r} is truncated or corrupt ({type(e).__name__}: {e}); "
-            "re-download it, or delete it so it is fetched again"
+            f"Weights file {e}; re-download it, or delete it so it is fetched again"
         ) from None
     return _validate_state(obj, path)
 
@@ -313,8 +265,8 @@ def load_state_dict(model: Any, state: Mapping[str, Any], strict: bool = True,
         assignments[id(tensor)] = (tensor, value)
     if strict and not report.complete:
         raise WeightsError(f"{source} does not fit the model ({report.summary()}):\n"
-                           f"{report.problems()}\nPass a matching file, or load with "
-                           "strict=False (allow_partial) to skip these keys.")
+                           f"{report.problems()}\nPass a matching file, or skip these keys with "
+                           "tools/val.py --allow_partial (strict=False in Python).")
     if report.loaded == 0 and report.total > 0:
         raise WeightsError(f"{source}: none of the model's {report.total} keys were found "
                            "with a matching shape; wrong file or wrong model?\n"

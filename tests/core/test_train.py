@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -251,29 +252,198 @@ def test_resume_without_weights_names_the_file(root, tmp_path):
         trainer.train()
 
 
-def test_cli_prints_one_line_error(root, tmp_path):
-    config = tmp_path / "tiny.yml"
-    config.write_text(f"""batch_size: 2
+def write_cli_config(path, root: str,
+                     lr_scheduler: str = "{type: PolynomialDecay, learning_rate: 0.01}") -> str:
+    path.write_text(f"""batch_size: 2
 iters: 4
 train_dataset: {{type: Dataset, dataset_root: {root}, num_classes: 2, mode: train,
                 train_path: train_list.txt, transforms: [{{type: Normalize}}]}}
 model: {{type: UNet, num_classes: 2, base_channels: 4}}
 loss: {{types: [{{type: CrossEntropyLoss}}], coef: [1]}}
 optimizer: {{type: Adam}}
-lr_scheduler: {{type: PolynomialDecay, learning_rate: 0.01}}
+lr_scheduler: {lr_scheduler}
 """)
-    empty = tmp_path / "out" / "iter_2"
-    empty.mkdir(parents=True)
+    return str(path)
+
+
+def cli_error_line(*args: str) -> str:
+    """Run tools/train.py; it must fail with exit 1 and exactly one 'error:' line."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("PADDLESEG_UNET_DEBUG", None)
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "train.py"), "--config", str(config),
-         "--save_dir", str(tmp_path / "out"), "--resume_model", str(empty)],
-        capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and str(empty / "model.pdparams") in errors[0], proc.stderr
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def test_cli_prints_one_line_error(root, tmp_path):
+    config = write_cli_config(tmp_path / "tiny.yml", root)
+    empty = tmp_path / "out" / "iter_2"
+    empty.mkdir(parents=True)
+    error = cli_error_line("--config", config, "--save_dir", str(tmp_path / "out"),
+                           "--resume_model", str(empty))
+    assert str(empty / "model.pdparams") in error
+
+
+class RunsCommand:
+    """Unpickling this runs ``touch marker`` (as pickle.load or paddle.load would)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_cli_resume_from_a_folder_carrying_code_refuses_it_and_runs_nothing(root, tmp_path):
+    """The attack of issue 11: a shared checkpoint whose model.pdopt runs a command."""
+    make_trainer(root, str(tmp_path / "shared"), 2, save_interval=2).train()
+    folder = tmp_path / "shared" / "iter_2"
+    marker = tmp_path / "MARKER"
+    with open(folder / "model.pdopt", "wb") as f:
+        pickle.dump({"LR_Scheduler": {"last_epoch": RunsCommand(marker)}}, f, protocol=4)
+    config = write_cli_config(tmp_path / "tiny.yml", root)
+    error = cli_error_line("--config", config, "--save_dir", str(tmp_path / "out"),
+                           "--resume_model", str(folder))
+    assert error.startswith(f"error: Cannot resume: Refusing to load {folder / 'model.pdopt'}: "
+                            f"its pickle references the Python global "
+                            f"'{os.system.__module__}.system', which is not allowed")
+    assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------- non-finite
+@pytest.mark.parametrize("flag, schedule, message", [
+    (["--learning_rate", "nan"], None,
+     "error: --learning_rate must be a finite number > 0, got nan"),
+    ([], "{type: LinearWarmup, warmup_steps: 2, learning_rate: {type: PolynomialDecay, "
+         "learning_rate: 0.01, end_lr: .inf}}",
+     "error: {config}: lr_scheduler.learning_rate: PolynomialDecay: end_lr must be a number "
+     ">= 0, got inf"),
+])
+def test_cli_refuses_rates_that_cannot_train_before_anything_runs(root, tmp_path, flag,
+                                                                  schedule, message):
+    config = write_cli_config(tmp_path / "tiny.yml", root,
+                              *([schedule] if schedule else []))
+    out = tmp_path / "out"
+    assert cli_error_line("--config", config, "--save_dir", str(out), *flag) == \
+        message.format(config=config)
+    assert not glob.glob(str(out / "iter_*"))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -0.01])
+def test_learning_rate_flag_must_be_finite_and_positive(root, tmp_path, value):
+    from paddleseg_unet.cvlibs.config import ConfigError, load_config
+
+    config = write_cli_config(tmp_path / "tiny.yml", root)
+    with pytest.raises(ConfigError) as err:
+        load_config(config, learning_rate=value, purpose="train")
+    assert str(err.value) == f"--learning_rate must be a finite number > 0, got {value!r}"
+
+
+@pytest.mark.parametrize("schedule, problem", [
+    ("{type: PolynomialDecay, learning_rate: .nan}",
+     "lr_scheduler: PolynomialDecay: learning_rate must be a number > 0, got nan"),
+    ("{type: PolynomialDecay, learning_rate: 0}",
+     "lr_scheduler: PolynomialDecay: learning_rate must be a number > 0, got 0"),
+    ("{type: PolynomialDecay, learning_rate: 0.01, warmup_iters: 2, warmup_start_lr: .nan}",
+     "lr_scheduler: PolynomialDecay: warmup_start_lr must be a number >= 0, got nan"),
+    ("{type: CosineDecay, learning_rate: 0.1, eta_min: -.inf}",
+     "lr_scheduler: CosineDecay: eta_min must be a number >= 0, got -inf"),
+    ("{type: LinearWarmup, warmup_steps: 2, start_lr: .inf, learning_rate: 0.1}",
+     "lr_scheduler: LinearWarmup: start_lr must be a number >= 0, got inf"),
+    ("{type: LinearWarmup, warmup_steps: 2, learning_rate: {type: CosineDecay, "
+     "learning_rate: -1}}",
+     "lr_scheduler.learning_rate: CosineDecay: learning_rate must be a number > 0, got -1"),
+])
+def test_config_rates_that_cannot_train_name_the_file_and_key(root, tmp_path, schedule,
+                                                              problem):
+    from paddleseg_unet.cvlibs.builder import SegBuilder
+    from paddleseg_unet.cvlibs.config import ConfigError, load_config
+
+    config = write_cli_config(tmp_path / "tiny.yml", root, schedule)
+    with pytest.raises(ConfigError) as err:
+        SegBuilder(load_config(config, purpose="train")).lr_scheduler
+    assert str(err.value) == f"{config}: {problem}"
+
+
+def nan_loss_at(trainer: Trainer, bad_iteration: int) -> None:
+    """Make the trainer's loss NaN at ``bad_iteration`` (its loss_fn runs once a step)."""
+    real, calls = trainer.loss_fn, []
+
+    def loss_fn(logits, label):
+        calls.append(1)
+        loss = real(logits, label)
+        return loss * float("nan") if len(calls) == bad_iteration else loss
+
+    trainer.loss_fn = loss_fn
+
+
+def assert_finite_checkpoint(folder: str, root: str) -> None:
+    model = build_parts(root, 2)[0]
+    load_checkpoint(folder, model)
+    assert all(np.isfinite(v).all() for v in weights_of(model).values())
+
+
+def test_nan_loss_stops_naming_the_iteration_and_keeps_the_last_good_checkpoint(root,
+                                                                              tmp_path):
+    trainer = make_trainer(root, str(tmp_path), 8, save_interval=2, log_iters=1,
+                           do_eval=True, evaluate_fn=scripted_metrics([0.1, 0.2, 0.3, 0.4]))
+    nan_loss_at(trainer, 5)
+    with pytest.raises(TrainError) as err:
+        trainer.train()
+    assert str(err.value) == (
+        f"Training stopped at iteration 5: the loss is nan. Likely causes: a learning rate "
+        f"too high for this model and batch (lr_scheduler.learning_rate, --learning_rate), "
+        f"loss weights (loss.coef) or a loss dividing by zero, or bad data (NaN/Inf pixels, "
+        f"label values other than the classes and ignore_index). Nothing was saved for this "
+        f"iteration; the last good checkpoint is {tmp_path / 'iter_4'} (after fixing the "
+        f"cause, --resume_model it or start again)")
+    assert [row["iter"] for row in trainer.history] == [1, 2, 3, 4]
+    assert sorted(os.listdir(tmp_path)) == ["best_model", "iter_2", "iter_4"]
+    for folder in ("iter_4", "best_model"):
+        assert_finite_checkpoint(str(tmp_path / folder), root)
+
+
+def test_nan_loss_before_any_checkpoint_says_none_was_saved(root, tmp_path):
+    trainer = make_trainer(root, str(tmp_path), 4, save_interval=2)
+    nan_loss_at(trainer, 1)
+    with pytest.raises(TrainError, match=r"^Training stopped at iteration 1: the loss is nan\..*"
+                                         r"; no checkpoint had been saved yet$"):
+        trainer.train()
+    assert not glob.glob(str(tmp_path / "iter_*"))
+
+
+def test_weights_gone_non_finite_with_a_finite_loss_are_never_saved(root, tmp_path):
+    """The step of iteration 4 makes a weight Inf, its loss (computed before) is finite:
+    the saves of iteration 4 (best_model first, then iter_4) are refused."""
+    from paddleseg_unet.core.checkpoint import NonFiniteStateError
+
+    trainer = make_trainer(root, str(tmp_path), 6, save_interval=2, do_eval=True,
+                           evaluate_fn=scripted_metrics([0.9, 0.1]))  # mIoU 0.1, 0.9
+    step, calls = trainer._step, []
+
+    def step_then_blow_up(batch):
+        loss = step(batch)
+        calls.append(batch)
+        if len(calls) == 4:
+            weight = trainer.model.parameters()[0]
+            weight.set_value(np.full(weight.shape, np.inf, "float32"))
+        return loss
+
+    trainer._step = step_then_blow_up
+    with pytest.raises(NonFiniteStateError) as err:
+        trainer.train()
+    message = str(err.value)
+    assert message.startswith(f"Refusing to write {tmp_path / 'best_model' / 'model.pdparams'} "
+                              f"(iteration 4): ")
+    assert "holds NaN or Inf, the training has diverged" in message
+    assert sorted(os.listdir(tmp_path)) == ["best_model", "iter_2"]
+    best = load_checkpoint(str(tmp_path / "best_model"), build_parts(root, 2)[0])
+    assert best["train_state"].best_iteration == 2
+    assert_finite_checkpoint(str(tmp_path / "iter_2"), root)
 
 
 def test_fp16_on_cpu_is_ignored_and_trains_fp32(root, tmp_path, log_lines):

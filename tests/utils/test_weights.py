@@ -183,6 +183,18 @@ def test_truncated_file_is_a_clear_error(tmp_path, keep):
     assert path in str(err.value)
 
 
+@pytest.mark.parametrize("content", [b"not weights\n", b"\x00" * 10])
+def test_a_file_that_is_no_pickle_at_all_is_named_as_such(tmp_path, content):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    with pytest.raises(W.WeightsError) as err:
+        W.load_pdparams(str(path))
+    assert str(err.value) == (
+        f"{path} is not a Paddle weights file (.pdparams): it does not start with a pickle "
+        "header. Pass the .pdparams file that paddle.save or tools/train.py wrote "
+        "(save_dir/iter_N/model.pdparams), a URL or a model-zoo name")
+
+
 # ---------------------------------------------------------------- writing
 
 def test_save_is_read_by_paddle_load_and_is_float32(tmp_path):
@@ -237,6 +249,8 @@ def test_report_lists_missing_unexpected_and_mismatched(log_capture):
     message = str(err.value)
     assert "missing: encode.double_conv.0._conv.bias" in message
     assert "encode.double_conv.1._conv.weight: file [2, 2, 1, 1] vs model [2, 2, 3, 3]" in message
+    assert message.endswith("skip these keys with tools/val.py --allow_partial (strict=False "
+                            "in Python).")
     for key, value in numpy_state(model).items():  # strict failure changes nothing
         np.testing.assert_array_equal(value, before[key])
 
