@@ -39,6 +39,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=1,
                         help="images per forward pass (images of the same size share one)")
     parser.add_argument("--save_json", default=None, help="write every metric to this JSON file")
+    report = parser.add_argument_group("reports")
+    report.add_argument("--per_image", default=None, metavar="FILE.csv",
+                        help="write one row of metrics per image (mean +- std in the log)")
+    report.add_argument("--save_dir", default=None,
+                        help="save each prediction as predict.py does (and an error map for "
+                             "two-class tasks), in the same pass")
+    report.add_argument("--save_prob", action="store_true",
+                        help="with --save_dir: also the foreground probability (16-bit PNG)")
+    report.add_argument("--curves", default=None, metavar="DIR",
+                        help="two-class tasks: ROC and precision-recall curves (CSV, PNG)")
     add_backend_args(parser)
     add_inference_args(parser)
     return parser.parse_args(argv)
@@ -50,11 +60,17 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     from paddleseg_unet.core.backends import backend_from_args
     from paddleseg_unet.core.evaluate import EvalOptions, evaluate, save_results_json
+    from paddleseg_unet.core.predict import PredictionWriter
+    from paddleseg_unet.core.report import write_curves, write_per_image_csv
+    from paddleseg_unet.utils.logger import logger
 
     cfg, builder = start(args, purpose="val")
     options = EvalOptions.build(cfg.test_config, inference_options(args, cfg.test_config),
-                                auc_roc=args.auc_roc, use_fov=args.use_fov or None,
-                                batch_size=args.batch_size, num_workers=args.num_workers)
+                                auc_roc=True if args.curves else args.auc_roc,
+                                use_fov=args.use_fov or None, batch_size=args.batch_size,
+                                num_workers=args.num_workers,
+                                per_image=bool(args.per_image) or None,
+                                curves=bool(args.curves) or None)
     backend = backend_from_args(args)
     if backend is not None:
         model, dataset = backend, builder.exported_val_dataset(backend, options.auc_roc)
@@ -62,8 +78,19 @@ def main(argv: Optional[List[str]] = None) -> None:
         model, dataset = builder.model, builder.val_dataset
         apply_model_path(model, args.model_path, cfg["model"].get("pretrained"),
                          strict=not args.allow_partial)
-    results = evaluate(model, dataset, builder.num_classes, options)
-    if args.save_json and paddle.distributed.get_rank() == 0:
+    saver = (PredictionWriter.for_dataset(args.save_dir, dataset, save_prob=args.save_prob)
+             if args.save_dir else None)
+    results = evaluate(model, dataset, builder.num_classes, options,
+                       on_image=saver.on_image if saver else None)
+    if paddle.distributed.get_rank() != 0:
+        return
+    if args.per_image:
+        write_per_image_csv(results["per_image"], args.per_image)
+        logger.info(f"Per-image metrics written to {args.per_image}")
+    if args.curves:
+        paths = write_curves(results["curves"], args.curves, results)
+        logger.info(f"Curves written to {', '.join(paths.values())}")
+    if args.save_json:
         save_results_json(results, args.save_json, flags=dict(vars(args), **options.to_dict()))
 
 

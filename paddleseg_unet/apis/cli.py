@@ -61,13 +61,16 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
                        help="window stride for --is_slide")
     group.add_argument("--slide_batch", type=int, default=None,
                        help="windows per forward pass in --is_slide (default 8)")
+    group.add_argument("--slide_weight", choices=["uniform", "gaussian"], default=None,
+                       help="blend overlapping windows equally (PaddleSeg, default) or with a "
+                            "Gaussian per window (nnU-Net; removes tile seams)")
     group.add_argument("--aug_average", choices=["logit", "prob"], default=None,
                        help="average raw logits (PaddleSeg, default) or softmax probabilities "
                             "(MMSegmentation) over flips and scales")
 
 
 INFERENCE_FLAGS = ("scales", "flip_horizontal", "flip_vertical", "is_slide", "crop_size",
-                   "stride", "slide_batch", "aug_average")
+                   "stride", "slide_batch", "slide_weight", "aug_average")
 
 
 def inference_options(args: argparse.Namespace, test_config: Optional[Dict[str, Any]] = None

@@ -10,13 +10,13 @@ import json
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
 
 from paddleseg_unet.core.infer import InferenceOptions, aug_inference
-from paddleseg_unet.core.metrics import SegMetricAccumulator
+from paddleseg_unet.core.metrics import (MetricError, SegMetricAccumulator, binary_curves)
 from paddleseg_unet.datasets.loader import build_dataloader
 from paddleseg_unet.utils.io import atomic_write
 from paddleseg_unet.utils.logger import logger
@@ -46,6 +46,8 @@ class EvalOptions:
     num_workers: int = 0
     ignore_index: int = 255
     progress: bool = True
+    per_image: bool = False  # one row of metrics per image (``results["per_image"]``)
+    curves: bool = False  # ROC / PR points of a binary task (``results["curves"]``)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "num_workers"):
@@ -124,10 +126,83 @@ def _forward_groups(batch: Dict[str, Any], n: int) -> List[Tuple[int, int]]:
     return groups
 
 
+def _image_scores(num_classes: int, options: "EvalOptions", logits: paddle.Tensor,
+                  label: paddle.Tensor, mask: Optional[paddle.Tensor]) -> Dict[str, Any]:
+    """One image's metrics, all pixels and (with use_fov) inside the mask (``fov_`` keys),
+    by the same accumulator as the pooled figures."""
+    scores: Dict[str, Any] = {}
+    for prefix, region in (("", None), ("fov_", mask)):
+        if prefix and not options.use_fov:
+            continue
+        acc = SegMetricAccumulator(num_classes, ignore_index=options.ignore_index,
+                                   auc_roc=options.auc_roc)
+        acc.update(logits, label, region)
+        try:
+            scores[prefix] = acc.compute()
+        except MetricError:  # no scored pixel in this image (or region): no figures
+            scores[prefix] = None
+    return scores
+
+
+def per_image_row(name: str, hw: Sequence[int], scores: Dict[str, Any],
+                  class_names: Sequence[str]) -> Dict[str, Any]:
+    """A CSV row: name, height, width, then per class IoU and Dice, and for two classes the
+    foreground sensitivity, specificity, precision, F1 and AUC-ROC; the same again with a
+    ``fov_`` prefix for the field of view."""
+    row: Dict[str, Any] = {"name": name, "height": int(hw[0]), "width": int(hw[1])}
+    slugs = [str(c).replace(" ", "_") for c in class_names]
+    for prefix, res in scores.items():
+        def get(key: str, i: Optional[int] = None) -> float:
+            if res is None or key not in res:
+                return math.nan
+            return float(res[key][i] if i is not None else res[key])
+        row[f"{prefix}miou"] = get("miou")
+        row[f"{prefix}mdice"] = get("mdice")
+        for i, slug in enumerate(slugs):
+            row[f"{prefix}iou_{slug}"] = get("class_iou", i)
+            row[f"{prefix}dice_{slug}"] = get("class_dice", i)
+        if len(slugs) == 2:
+            row[f"{prefix}sensitivity"] = get("sensitivity")
+            row[f"{prefix}specificity"] = get("specificity")
+            row[f"{prefix}precision"] = get("class_precision", 1)
+            row[f"{prefix}f1"] = get("dice_fg")
+            row[f"{prefix}auc_roc"] = get("auc_roc")
+    return row
+
+
+def summarize_rows(rows: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
+    """Mean and standard deviation (ddof 1) over images of every numeric column, NaNs (an
+    image where a figure is undefined) left out."""
+    summary: Dict[str, Dict[str, float]] = {}
+    for key in (rows[0] if rows else {}):
+        if key in ("name", "height", "width"):
+            continue
+        values = np.array([r[key] for r in rows], dtype=np.float64)
+        values = values[~np.isnan(values)]
+        summary[key] = {"mean": float(values.mean()) if len(values) else math.nan,
+                        "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+                        "n": int(len(values))}
+    return summary
+
+
+def _gather_rows(rows: List[Dict[str, Any]], dataset: Any) -> List[Dict[str, Any]]:
+    """Every rank's rows on every rank, in the dataset's order (as one process makes them)."""
+    if paddle.distributed.get_world_size() > 1:
+        gathered: List[Any] = []
+        paddle.distributed.all_gather_object(gathered, rows)
+        rows = [r for part in gathered for r in part]
+    order = {rec.name: i for i, rec in enumerate(getattr(dataset, "records", []))}
+    return sorted(rows, key=lambda r: (order.get(r["name"], len(order)), r["name"]))
+
+
+ImageCallback = Callable[[Dict[str, Any]], None]
+
+
 @paddle.no_grad()
 def evaluate(model: Any, dataset: Any, num_classes: int,
              options: Optional[EvalOptions] = None, *,
-             print_detail: bool = True) -> Dict[str, Any]:
+             print_detail: bool = True,
+             on_image: Optional[ImageCallback] = None) -> Dict[str, Any]:
     """Score ``model`` on ``dataset`` (mode ``val``) as ``options`` say and return every
     metric.
 
@@ -137,9 +212,18 @@ def evaluate(model: Any, dataset: Any, num_classes: int,
     The result holds the accumulator's metrics (``miou``, ``mdice``, ``acc``, ``kappa``,
     per-class lists, ``auc_roc`` and ``auc_error_bound`` when asked, ``dice_fg``,
     ``sensitivity`` and ``specificity`` for two classes) plus ``num_images``,
-    ``num_pixels``, ``scored_region`` and ``seconds``.
+    ``num_pixels``, ``scored_region`` and ``seconds``; ``per_image`` rows and their
+    ``per_image_summary`` with ``options.per_image``; ``curves`` with ``options.curves``.
+
+    ``on_image`` is called with each image's ``name``, ``img_path``, ``logits``
+    (``[1, K, H, W]`` at the label's size), ``label`` and ``fov``, in the same pass (e.g. to
+    save its prediction).
     """
     options = options or EvalOptions()
+    meta = getattr(dataset, "meta", None)
+    class_names = list(meta.class_names) if meta is not None else [
+        f"class_{i}" for i in range(num_classes)]
+    rows: List[Dict[str, Any]] = []
     if isinstance(model, paddle.nn.Layer):
         model.eval()
     world_size = paddle.distributed.get_world_size()
@@ -176,7 +260,15 @@ def evaluate(model: Any, dataset: Any, num_classes: int,
                             f"for {path}; evaluate all pixels instead (drop --use_fov / "
                             f"test_config.use_fov)")
                     mask = _as_tensor(f["fov"], "bool").reshape([1] + hw)
-                accumulator.update(logits[j:j + 1], label.reshape([1] + hw), mask)
+                one, label = logits[j:j + 1], label.reshape([1] + hw)
+                accumulator.update(one, label, mask)
+                name = batch["name"][first + j] if "name" in batch else str(num_images + first + j)
+                if options.per_image:
+                    scores = _image_scores(num_classes, options, one, label, mask)
+                    rows.append(per_image_row(name, hw, scores, class_names))
+                if on_image is not None:
+                    on_image({"name": name, "img_path": batch["img_path"][first + j],
+                              "logits": one, "label": label, "fov": f["fov"]})
         num_images += n
         if bar is not None:
             bar.update(1)
@@ -187,10 +279,19 @@ def evaluate(model: Any, dataset: Any, num_classes: int,
     counts = paddle.to_tensor([num_images], dtype="int64")
     if world_size > 1:
         paddle.distributed.all_reduce(counts)
-    meta = getattr(dataset, "meta", None)
     if meta is not None:
         results.update(class_names=list(meta.class_names),
                        foreground_class=meta.foreground_class)
+    if options.per_image:
+        results["per_image"] = _gather_rows(rows, dataset)
+        results["per_image_summary"] = summarize_rows(results["per_image"])
+    if options.curves:
+        state = accumulator.state()
+        if num_classes != 2 or "auc_hist" not in state:
+            raise EvaluationError("ROC / PR curves are for two-class tasks evaluated with "
+                                  "AUC-ROC (--auc_roc)")
+        neg, pos = state["auc_hist"][0]
+        results["curves"] = binary_curves(neg, pos)
     results.update(num_images=int(counts.item()), scored_region=region,
                    seconds=time.perf_counter() - start,
                    confusion_matrix=accumulator.state()["confusion_matrix"].tolist())
@@ -226,6 +327,19 @@ def log_results(results: Dict[str, Any]) -> None:
                     f"Specificity: {results['specificity']:.4f}")
     if "auc_roc" in results:
         logger.info(f"[EVAL] AUC-ROC error bound (histogram): {results['auc_error_bound']:.2e}")
+    if "average_precision" in results:
+        best = results["best_f1"]
+        logger.info(f"[EVAL] Average precision (PR-AUC): {results['average_precision']:.4f}; "
+                    f"best F1 {best['f1']:.4f} at threshold {best['threshold']:.4f} "
+                    f"(precision {best['precision']:.4f}, sensitivity "
+                    f"{best['sensitivity']:.4f}, specificity {best['specificity']:.4f})")
+    summary = results.get("per_image_summary")
+    if summary:
+        keys = [k for k in ("miou", "mdice", "f1", "auc_roc", "fov_f1", "fov_auc_roc")
+                if k in summary]
+        parts = [f"{k} {summary[k]['mean']:.4f} +- {summary[k]['std']:.4f}" for k in keys]
+        logger.info(f"[EVAL] Per image (mean +- std over {len(results['per_image'])} images): "
+                    + ", ".join(parts))
     logger.info(f"[EVAL] Scored {results['num_pixels']} pixels ({results['scored_region']}) "
                 f"in {results['seconds']:.1f}s")
 
@@ -245,7 +359,7 @@ def save_results_json(results: Dict[str, Any], path: str, flags: Dict[str, Any])
             return [clean(v) for v in value]
         return value
 
-    payload = clean(dict(results, flags=flags))
+    payload = clean(dict({k: v for k, v in results.items() if k != "curves"}, flags=flags))
     with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=1)
     logger.info(f"Metrics written to {path}")

@@ -92,6 +92,8 @@ def _pair(value: Any, name: str) -> Tuple[int, int]:
 
 
 AVERAGES = ("logit", "prob")
+SLIDE_WEIGHTS = ("uniform", "gaussian")
+GAUSSIAN_SIGMA = 1 / 8  # of the window size, per axis (nnU-Net's choice)
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,10 @@ class InferenceOptions:
     ``scales`` and the flips are test-time augmentation (averaged; ``average`` ``logit``
     is PaddleSeg's mean of raw logits, ``prob`` MMSegmentation's mean of probabilities);
     ``is_slide`` runs ``crop_size`` windows (w, h) every ``stride`` (w, h), ``slide_batch``
-    windows per forward call. The defaults are plain whole-image inference.
+    windows per forward call; ``slide_weight`` blends overlapping windows with equal weights
+    (``uniform``, PaddleSeg's mean) or with a Gaussian centred on each window (``gaussian``,
+    as nnU-Net and MONAI: the centre of a window counts more than its border, which removes
+    tile seams). The defaults are plain whole-image inference.
     """
 
     scales: Tuple[float, ...] = (1.0,)
@@ -112,6 +117,7 @@ class InferenceOptions:
     stride: Optional[Tuple[int, int]] = None
     slide_batch: int = 8
     average: str = "logit"
+    slide_weight: str = "uniform"
 
     def __post_init__(self) -> None:
         scales = self.scales
@@ -122,6 +128,9 @@ class InferenceOptions:
         object.__setattr__(self, "scales", tuple(float(s) for s in scales))
         if self.average not in AVERAGES:
             raise InferenceError(f"average must be 'logit' or 'prob', got {self.average!r}")
+        if self.slide_weight not in SLIDE_WEIGHTS:
+            raise InferenceError(f"slide_weight must be 'uniform' or 'gaussian', "
+                                 f"got {self.slide_weight!r}")
         for name in ("crop_size", "stride"):
             value = getattr(self, name)
             if value is not None:
@@ -192,11 +201,25 @@ def slide_windows(h: int, w: int, crop_hw: Tuple[int, int],
             for x0, x1 in _axis_spans(w, cw, sw)]
 
 
-def _axis_coverage(size: int, crop: int, stride: int) -> np.ndarray:
+def gaussian_profile(length: int) -> np.ndarray:
+    """A window's weights along one axis: ``exp(-d^2 / (2 s^2))`` with ``d`` the distance
+    of the pixel centre from the window centre and ``s = length / 8``; peak 1."""
+    d = np.arange(length, dtype=np.float64) - (length - 1) / 2.0
+    sigma = max(length * GAUSSIAN_SIGMA, 1e-6)
+    return np.exp(-(d ** 2) / (2.0 * sigma ** 2))
+
+
+def _axis_weights(size: int, crop: int, stride: int, weight: str = "uniform"
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+    """(weights of one window along the axis, their sum over all windows per pixel). Every
+    window along an axis has the same length, min(crop, size)."""
+    length = min(crop, size)
+    profile = (gaussian_profile(length) if weight == "gaussian"
+               else np.ones(length)).astype(np.float32)
     cover = np.zeros(size, dtype=np.float32)
     for a0, a1 in _axis_spans(size, crop, stride):
-        cover[a0:a1] += 1
-    return cover
+        cover[a0:a1] += profile
+    return profile, cover
 
 
 def slide_workers_for(forward: Forward, num_calls: int) -> int:
@@ -212,8 +235,11 @@ def slide_workers_for(forward: Forward, num_calls: int) -> int:
 @paddle.no_grad()
 def slide_inference(model: Callable[..., Any], img: paddle.Tensor,
                     crop_size: Tuple[int, int], stride: Tuple[int, int],
-                    slide_batch: int = 8, workers: Optional[int] = None) -> paddle.Tensor:
-    """Sliding-window logits ``[N, K, H, W]`` (float32), overlapping windows averaged.
+                    slide_batch: int = 8, workers: Optional[int] = None,
+                    weight: str = "uniform") -> paddle.Tensor:
+    """Sliding-window logits ``[N, K, H, W]`` (float32), overlapping windows averaged
+    (``weight`` ``uniform``) or blended with a Gaussian per window (``gaussian``: weights
+    ``g(y) g(x)``, :func:`gaussian_profile`, divided by their sum at each pixel).
 
     ``crop_size`` / ``stride`` are ``(w, h)``. Windows are batched: each forward call gets
     up to ``slide_batch`` crops in total (``N`` per window, so ``max(1, slide_batch // N)``
@@ -230,7 +256,14 @@ def slide_inference(model: Callable[..., Any], img: paddle.Tensor,
     if img.ndim != 4:
         raise InferenceError(f"image tensor must be [N, C, H, W], got shape {list(img.shape)}")
     n, _, h, w = (int(s) for s in img.shape)
-    rows, cols = _axis_coverage(h, ch, sh), _axis_coverage(w, cw, sw)
+    if weight not in SLIDE_WEIGHTS:
+        raise InferenceError(f"slide weight must be 'uniform' or 'gaussian', got {weight!r}")
+    (row_w, rows), (col_w, cols) = (_axis_weights(h, ch, sh, weight),
+                                    _axis_weights(w, cw, sw, weight))
+    # The windows form a grid of equal-sized windows and a window's weights are separable,
+    # so the per-pixel weight sum is the outer product of the per-axis sums.
+    window_weight = None if weight == "uniform" else paddle.to_tensor(
+        np.outer(row_w, col_w)[None, None].astype(np.float32))
     if rows.min() == 0 or cols.min() == 0:
         raise InferenceError(
             f"stride {(sw, sh)} is larger than crop_size {(cw, ch)} (w, h): some pixels of the "
@@ -255,7 +288,10 @@ def slide_inference(model: Callable[..., Any], img: paddle.Tensor,
                     total = paddle.zeros([n, int(logits.shape[1]), h, w], dtype="float32")
                 for i, (y0, y1, x0, x1) in enumerate(chunk):
                     # A model may return a map larger than its input; keep the top-left part.
-                    total[:, :, y0:y1, x0:x1] += logits[i * n:(i + 1) * n, :, :y1 - y0, :x1 - x0]
+                    part = logits[i * n:(i + 1) * n, :, :y1 - y0, :x1 - x0]
+                    if window_weight is not None:
+                        part = part * window_weight
+                    total[:, :, y0:y1, x0:x1] += part
         return total
 
     if workers == 1:
@@ -331,7 +367,7 @@ def _infer_logits(forward: Forward, img: paddle.Tensor, options: InferenceOption
     if not options.is_slide:
         return forward(img)
     return slide_inference(forward, img, options.crop_size, options.stride,
-                           options.slide_batch)
+                           options.slide_batch, weight=options.slide_weight)
 
 
 @paddle.no_grad()

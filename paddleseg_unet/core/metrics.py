@@ -44,7 +44,8 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-__all__ = ["MetricError", "SegMetricAccumulator", "confusion_matrix"]
+__all__ = ["MetricError", "SegMetricAccumulator", "confusion_matrix", "binary_curves",
+           "average_precision", "best_f1"]
 
 
 class MetricError(ValueError):
@@ -166,6 +167,60 @@ def _hist_auc(neg: np.ndarray, pos: np.ndarray) -> Tuple[float, float]:
     if dtype is np.int64:
         return int(wins2) / pairs2, int(ties) / pairs2
     return float(wins2) / pairs2, float(ties) / pairs2
+
+
+def binary_curves(neg: np.ndarray, pos: np.ndarray) -> Dict[str, np.ndarray]:
+    """ROC and precision-recall points of a binary histogram, thresholds descending.
+
+    A point per occupied bucket ``b`` (pixels predicted foreground when their probability is
+    >= ``b / bins``), after the point "nothing predicted" (threshold 1, TPR = FPR = 0,
+    precision 1 as sklearn). Linking the points by straight lines gives the ROC whose area
+    is the histogram AUC (:func:`_hist_auc`: ties in a bucket count 1/2)."""
+    neg, pos = np.asarray(neg, np.int64), np.asarray(pos, np.int64)
+    bins = len(neg)
+    n_pos, n_neg = int(pos.sum()), int(neg.sum())
+    if n_pos == 0 or n_neg == 0:
+        raise MetricError("curves need scored pixels of both classes")
+    buckets = np.nonzero(neg + pos)[0][::-1]
+    tp = np.concatenate([[0], np.cumsum(pos[buckets])])
+    fp = np.concatenate([[0], np.cumsum(neg[buckets])])
+    precision = np.ones(len(tp))
+    precision[1:] = tp[1:] / np.maximum(tp[1:] + fp[1:], 1)
+    return {"threshold": np.concatenate([[1.0], buckets / bins]),
+            "tp": tp, "fp": fp, "tpr": tp / n_pos, "fpr": fp / n_neg,
+            "precision": precision, "recall": tp / n_pos}
+
+
+def average_precision(neg: np.ndarray, pos: np.ndarray) -> Tuple[float, float]:
+    """(AP, error bound): ``sum_k (R_k - R_(k-1)) P_k`` over the histogram's thresholds, as
+    sklearn's ``average_precision_score`` over exact scores.
+
+    Scores inside one bucket are one threshold here. Exactly, each positive inside bucket
+    ``b`` adds its recall step at a precision between ``(TP+1)/(TP+1+FP+n_b)`` and
+    ``(TP+p_b)/(TP+p_b+FP)`` (TP, FP: pixels in higher buckets), so the bound is the sum over
+    buckets of ``p_b / P`` times the width of that interval."""
+    c = binary_curves(neg, pos)
+    tp, fp = c["tp"].astype(np.float64), c["fp"].astype(np.float64)
+    p_b, n_b = np.diff(tp), np.diff(fp)
+    ap = float(np.sum(np.diff(c["recall"]) * c["precision"][1:]))
+    tp_a, fp_a = tp[:-1], fp[:-1]
+    p_max = (tp_a + p_b) / np.maximum(tp_a + p_b + fp_a, 1)
+    p_min = (tp_a + 1) / (tp_a + 1 + fp_a + n_b)
+    bound = float(np.sum(np.where(p_b > 0, p_b / tp[-1] * (p_max - p_min), 0.0)))
+    return ap, bound
+
+
+def best_f1(neg: np.ndarray, pos: np.ndarray) -> Dict[str, float]:
+    """The threshold (a bucket's lower edge) where the foreground F1 is highest, and the
+    F1, precision, sensitivity and specificity there."""
+    c = binary_curves(neg, pos)
+    tp, fp = c["tp"][1:], c["fp"][1:]
+    fn = c["tp"][-1] - tp
+    f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+    k = int(np.argmax(f1)) + 1
+    return {"threshold": float(c["threshold"][k]), "f1": float(f1[k - 1]),
+            "precision": float(c["precision"][k]), "sensitivity": float(c["tpr"][k]),
+            "specificity": float(1.0 - c["fpr"][k])}
 
 
 class SegMetricAccumulator:
@@ -379,4 +434,8 @@ class SegMetricAccumulator:
             if self.num_classes > 2:
                 res["class_auc_roc"] = aucs.tolist()
                 res["class_auc_error_bound"] = bounds.tolist()
+            elif defined.all():
+                neg, pos = st["auc_hist"][0]
+                res["average_precision"], res["ap_error_bound"] = average_precision(neg, pos)
+                res["best_f1"] = best_f1(neg, pos)
         return res

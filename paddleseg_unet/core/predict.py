@@ -7,7 +7,10 @@ extension) under ``save_dir``:
   and whose palette is the fixed colour map of :mod:`paddleseg_unet.utils.visualize`;
 - ``added_prediction/NAME.jpg``: the colour mask blended over the image (same size);
 - with ``save_prob`` (two-class models): ``probability/NAME.png``, the foreground
-  probability as a 16-bit grey PNG (value / 65535 = probability).
+  probability as a 16-bit grey PNG (value / 65535 = probability);
+- when a label is known (``tools/val.py --save_dir``, two-class tasks):
+  ``error_map/NAME.png``, the image with true positives green, false positives red and
+  false negatives blue.
 
 Unreadable images are skipped with a warning and listed in the returned summary.
 """
@@ -24,15 +27,16 @@ import paddle.nn.functional as F
 from paddleseg_unet.core.infer import InferenceOptions, aug_inference
 from paddleseg_unet.datasets.image_io import DatasetError, read_image
 from paddleseg_unet.utils.logger import logger
-from paddleseg_unet.utils.visualize import (blend, colorize, get_color_map, save_palette_png,
-                                            save_prob_png, save_rgb_image)
+from paddleseg_unet.utils.visualize import (blend, colorize, error_map, get_color_map,
+                                            save_palette_png, save_prob_png, save_rgb_image)
 
-__all__ = ["PredictError", "PredictSummary", "IMAGE_EXTENSIONS", "collect_images",
-           "output_names", "predict_image", "predict"]
+__all__ = ["PredictError", "PredictSummary", "PredictionWriter", "IMAGE_EXTENSIONS",
+           "collect_images", "output_names", "predict_image", "predict", "probabilities"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm",
                     ".pbm", ".webp", ".jp2")
 PSEUDO_DIR, ADDED_DIR, PROB_DIR = "pseudo_color_prediction", "added_prediction", "probability"
+ERROR_DIR = "error_map"
 
 
 class PredictError(ValueError):
@@ -120,6 +124,63 @@ def output_names(paths: Sequence[str], image_dir: Optional[str] = None) -> List[
     return [stem if counts[stem] == 1 else r for stem, r in zip(stems, rels)]
 
 
+class PredictionWriter:
+    """Writes the pictures of one prediction under ``save_dir`` (see the module docstring);
+    ``predict`` and ``tools/val.py --save_dir`` share it, so both write the same files."""
+
+    def __init__(self, save_dir: str, color_map: Optional[np.ndarray] = None,
+                 overlay_weight: float = 0.4, overlay_background: bool = True,
+                 save_prob: bool = False, foreground: int = 1,
+                 ignore_index: int = 255) -> None:
+        self.save_dir = save_dir
+        self.color_map = color_map
+        self.overlay_weight = overlay_weight
+        self.overlay_background = overlay_background
+        self.save_prob = save_prob
+        self.foreground = foreground
+        self.ignore_index = ignore_index
+
+    @classmethod
+    def for_dataset(cls, save_dir: str, dataset: Any, save_prob: bool = False
+                    ) -> "PredictionWriter":
+        """A writer with the dataset's colours, foreground class and ignore value."""
+        meta = dataset.meta
+        return cls(save_dir, np.asarray(meta.palette, dtype=np.uint8),
+                   overlay_background=meta.class_names[0] != "background",
+                   save_prob=save_prob, foreground=meta.foreground_class or 1,
+                   ignore_index=getattr(dataset, "ignore_index", 255))
+
+    def on_image(self, item: Dict[str, Any]) -> None:
+        """``evaluate``'s per-image callback: the pictures of one evaluated image."""
+        pred, prob = probabilities(item["logits"])
+        label = item["label"]
+        self.write(item["name"], read_image(item["img_path"]), pred, prob,
+                   label.numpy().reshape(pred.shape) if label is not None else None)
+
+    def write(self, name: str, image: np.ndarray, pred: np.ndarray, prob: np.ndarray,
+              label: Optional[np.ndarray] = None) -> None:
+        if self.save_prob and prob.shape[0] != 2:
+            raise PredictError(f"--save_prob needs a two-class model; this one returns "
+                               f"{prob.shape[0]} classes")
+        colors = self.color_map if self.color_map is not None else get_color_map(prob.shape[0])
+        save_palette_png(pred, colors, os.path.join(self.save_dir, PSEUDO_DIR, name + ".png"))
+        overlay = blend(image, colorize(pred, colors), self.overlay_weight,
+                        mask=None if self.overlay_background else pred != 0)
+        save_rgb_image(overlay, os.path.join(self.save_dir, ADDED_DIR, name + ".jpg"))
+        if self.save_prob:
+            save_prob_png(prob[1], os.path.join(self.save_dir, PROB_DIR, name + ".png"))
+        if label is not None and prob.shape[0] == 2:
+            save_rgb_image(error_map(image, pred, label, self.foreground, self.ignore_index),
+                           os.path.join(self.save_dir, ERROR_DIR, name + ".png"))
+
+
+def probabilities(logits: paddle.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """``(class ids HxW int32, probabilities KxHxW float32)`` of ``[1, K, H, W]`` logits."""
+    prob = F.softmax(logits.astype("float32"), axis=1)[0]
+    pred = paddle.argmax(logits[0], axis=0).astype("int32")
+    return pred.numpy(), prob.numpy()
+
+
 @paddle.no_grad()
 def predict_image(model: Callable[..., Any], transforms: Callable, image: np.ndarray,
                   num_classes: Optional[int] = None, img_path: str = "<in memory>",
@@ -140,9 +201,7 @@ def predict_image(model: Callable[..., Any], transforms: Callable, image: np.nda
     if num_classes is not None and int(logits.shape[1]) != num_classes:
         raise PredictError(f"the model returns {logits.shape[1]} channels but the config says "
                            f"num_classes {num_classes}")
-    prob = F.softmax(logits.astype("float32"), axis=1)[0]
-    pred = paddle.argmax(logits[0], axis=0).astype("int32")
-    return pred.numpy(), prob.numpy()
+    return probabilities(logits)
 
 
 def predict(model: Callable[..., Any], transforms: Callable, image_list: Sequence[str],
@@ -169,6 +228,8 @@ def predict(model: Callable[..., Any], transforms: Callable, image_list: Sequenc
                            f"softmax or none")
     names = output_names(image_list, image_dir)
     summary = PredictSummary(save_dir=save_dir)
+    writer = PredictionWriter(save_dir, color_map, overlay_weight, overlay_background,
+                              save_prob)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -181,16 +242,7 @@ def predict(model: Callable[..., Any], transforms: Callable, image_list: Sequenc
             summary.failed.append((path, str(e)))
         else:
             pred, prob = predict_image(model, transforms, image, num_classes, path, inference)
-            if save_prob and prob.shape[0] != 2:
-                raise PredictError(f"--save_prob needs a two-class model; this one returns "
-                                   f"{prob.shape[0]} classes")
-            colors = color_map if color_map is not None else get_color_map(prob.shape[0])
-            save_palette_png(pred, colors, os.path.join(save_dir, PSEUDO_DIR, name + ".png"))
-            overlay = blend(image, colorize(pred, colors), overlay_weight,
-                            mask=None if overlay_background else pred != 0)
-            save_rgb_image(overlay, os.path.join(save_dir, ADDED_DIR, name + ".jpg"))
-            if save_prob:
-                save_prob_png(prob[1], os.path.join(save_dir, PROB_DIR, name + ".png"))
+            writer.write(name, image, pred, prob)
             summary.written.append(path)
         if bar is not None:
             bar.update(1)

@@ -23,7 +23,7 @@ import numpy as np
 from paddleseg_unet.utils.io import atomic_write_bytes
 
 __all__ = [
-    "VisualizeError", "voc_color_map", "get_color_map",
+    "VisualizeError", "voc_color_map", "get_color_map", "ERROR_COLORS", "error_map",
     "colorize", "blend", "save_palette_png", "save_rgb_image",
     "save_prob_png", "Curves", "parse_train_log", "read_vdl_log", "read_training_curves",
     "plot_training_curves",
@@ -108,6 +108,29 @@ def blend(image: np.ndarray, color: np.ndarray, weight: float = 0.4,
 
 
 # ----------------------------------------------------------------------------- files
+# Error map colours (RGB): where a binary prediction is right or wrong.
+ERROR_COLORS = {"true_positive": (0, 255, 0), "false_positive": (255, 0, 0),
+                "false_negative": (0, 0, 255)}
+
+
+def error_map(image: np.ndarray, pred: np.ndarray, label: np.ndarray, foreground: int = 1,
+              ignore_index: int = 255) -> np.ndarray:
+    """The image with each scored pixel of a binary task painted by outcome: true positive
+    green, false positive red, false negative blue (:data:`ERROR_COLORS`); true negatives
+    and ignored pixels keep the image."""
+    pred, label = np.asarray(pred), np.asarray(label)
+    if pred.shape != label.shape or image.shape[:2] != pred.shape:
+        raise VisualizeError(f"error map: image {image.shape[:2]}, prediction {pred.shape} and "
+                             f"label {label.shape} must have the same size")
+    scored = label != ignore_index
+    out = np.array(image, dtype=np.uint8, copy=True)
+    is_fg, was_fg = pred == foreground, label == foreground
+    for key, where in (("true_positive", is_fg & was_fg), ("false_positive", is_fg & ~was_fg),
+                       ("false_negative", ~is_fg & was_fg)):
+        out[where & scored] = ERROR_COLORS[key]
+    return out
+
+
 def save_palette_png(pred: np.ndarray, color_map: np.ndarray, path: str) -> None:
     """Save class ids as a palette ("P" mode) PNG: pixel values are the class ids, the
     palette holds ``color_map`` (unused entries black)."""

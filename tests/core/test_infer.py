@@ -334,3 +334,51 @@ def test_real_unet_slide_matches_reference():
     ref = numpy_slide(model, x, (32, 32), (24, 20))
     out = inference(model, paddle.to_tensor(x), InferenceOptions(is_slide=True, crop_size=(32, 32), stride=(24, 20), slide_batch=3))
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)
+
+
+def numpy_gaussian_slide(model, x_np, crop_wh, stride_wh):
+    """One window at a time, each weighted by its own 2-D Gaussian (sigma = size / 8 per
+    axis, centred on the window), divided by the summed weights: nnU-Net's blending."""
+    n, _, h, w = x_np.shape
+    acc, wsum = None, np.zeros((h, w))
+    for y0, y1, x0, x1 in ref_windows(h, w, crop_wh[1], crop_wh[0], stride_wh[1], stride_wh[0]):
+        out = _run(model, x_np[:, :, y0:y1, x0:x1])
+        wh, ww = y1 - y0, x1 - x0
+        yy, xx = np.mgrid[:wh, :ww].astype(np.float64)
+        g = np.exp(-((yy - (wh - 1) / 2) ** 2 / (2 * (wh / 8) ** 2)
+                     + (xx - (ww - 1) / 2) ** 2 / (2 * (ww / 8) ** 2)))
+        if acc is None:
+            acc = np.zeros((n, out.shape[1], h, w))
+        acc[:, :, y0:y1, x0:x1] += out * g
+        wsum[y0:y1, x0:x1] += g
+    return acc / wsum
+
+
+def test_gaussian_slide_matches_numpy_reference_and_differs_from_uniform():
+    model = TinyUNet()
+    x = _img(1, 38, 50, seed=3)
+    crop, stride = (16, 12), (10, 8)
+    ref = numpy_gaussian_slide(model, x, crop, stride)
+    for batch in (1, 4):
+        out = inference(model, paddle.to_tensor(x), InferenceOptions(
+            is_slide=True, crop_size=crop, stride=stride, slide_batch=batch,
+            slide_weight="gaussian")).numpy()
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    uniform = numpy_slide(model, x, crop, stride)
+    assert np.abs(ref - uniform).max() > 1e-3  # the weighting changes the result
+    with pytest.raises(InferenceError, match="slide_weight must be 'uniform' or 'gaussian'"):
+        InferenceOptions(slide_weight="cosine")
+
+
+def test_inference_options_from_config_and_flags():
+    test_config = {"is_slide": True, "crop_size": [32, 32], "stride": [16, 16],
+                   "scales": [0.5, 1.0], "flip_horizontal": True, "aug_eval": False}
+    opts = InferenceOptions.build(test_config)
+    assert opts.is_slide and opts.crop_size == (32, 32)
+    assert opts.scales == (1.0,) and not opts.flip_horizontal  # aug off: no TTA
+    opts = InferenceOptions.build(test_config, aug=True, stride=[8, 8], slide_batch=None)
+    assert opts.scales == (0.5, 1.0) and opts.flip_horizontal and opts.stride == (8, 8)
+    assert opts.slide_batch == 8  # None means "not given": the default stays
+    assert InferenceOptions(scales=1.25).scales == (1.25,)
+    with pytest.raises(InferenceError, match="needs crop_size and stride"):
+        InferenceOptions.build({"is_slide": True})

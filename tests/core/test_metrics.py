@@ -453,3 +453,56 @@ def test_two_cpu_ranks_all_reduce_equals_single_process(tmp_path):
             assert r["cm"] == ref.state()["confusion_matrix"].tolist()
             assert r["hist"] == ref.state()["auc_hist"].tolist()
             assert r["res"] == json.loads(json.dumps(ref.compute()))
+
+
+# ----------------------------------------------------------------------------- curves, AP
+def _scores(seed, n=4000):
+    rng = np.random.default_rng(seed)
+    label = (rng.random(n) < 0.3).astype(np.int64)
+    score = np.clip(rng.normal(0.35 + 0.3 * label, 0.2), 0, 1 - 1e-7)
+    return label, score
+
+
+@pytest.mark.parametrize("bins", [64, 65536])
+def test_average_precision_agrees_with_sklearn_within_the_stated_bound(bins):
+    from sklearn.metrics import average_precision_score
+    from paddleseg_unet.core.metrics import average_precision
+
+    label, score = _scores(0)
+    bucket = np.minimum((score * bins).astype(np.int64), bins - 1)
+    neg = np.bincount(bucket[label == 0], minlength=bins)
+    pos = np.bincount(bucket[label == 1], minlength=bins)
+    ap, bound = average_precision(neg, pos)
+    exact = average_precision_score(label, score)
+    assert abs(ap - exact) <= bound + 1e-12
+    if bins == 64:
+        assert bound > 1e-3  # coarse buckets: a real, stated error
+    else:
+        assert bound < 1e-3
+
+
+def test_roc_from_the_curve_points_integrates_to_the_histogram_auc():
+    from sklearn.metrics import roc_auc_score
+    from paddleseg_unet.core.metrics import _hist_auc, best_f1, binary_curves
+
+    label, score = _scores(1)
+    bins = 256
+    bucket = np.minimum((score * bins).astype(np.int64), bins - 1)
+    neg = np.bincount(bucket[label == 0], minlength=bins)
+    pos = np.bincount(bucket[label == 1], minlength=bins)
+    curves = binary_curves(neg, pos)
+    trapezoid = float(np.sum(np.diff(curves["fpr"]) * (curves["tpr"][1:] + curves["tpr"][:-1])
+                             / 2))
+    auc, bound = _hist_auc(neg, pos)
+    assert trapezoid == pytest.approx(auc, abs=1e-12)
+    assert abs(auc - roc_auc_score(label, score)) <= bound + 1e-12
+    assert curves["tpr"][0] == 0 and curves["tpr"][-1] == 1 and curves["fpr"][-1] == 1
+    # Best F1 by brute force over the same thresholds (bucket lower edges).
+    f1s = []
+    for b in range(bins):
+        predicted = bucket >= b
+        tp = int((predicted & (label == 1)).sum())
+        f1s.append(2 * tp / (predicted.sum() + (label == 1).sum()))
+    best = best_f1(neg, pos)
+    assert best["f1"] == pytest.approx(max(f1s), abs=1e-12)
+    assert f1s[int(round(best["threshold"] * bins))] == pytest.approx(max(f1s), abs=1e-12)

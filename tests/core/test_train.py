@@ -360,7 +360,7 @@ def test_learning_rate_flag_must_be_finite_and_positive(root, tmp_path, value):
 ])
 def test_config_rates_that_cannot_train_name_the_file_and_key(root, tmp_path, schedule,
                                                               problem):
-    from paddleseg_unet.cvlibs.builder import SegBuilder
+    from paddleseg_unet.apis.builder import SegBuilder
     from paddleseg_unet.cvlibs.config import ConfigError, load_config
 
     config = write_cli_config(tmp_path / "tiny.yml", root, schedule)
@@ -421,19 +421,17 @@ def test_weights_gone_non_finite_with_a_finite_loss_are_never_saved(root, tmp_pa
     the saves of iteration 4 (best_model first, then iter_4) are refused."""
     from paddleseg_unet.core.checkpoint import NonFiniteStateError
 
+    class BlowUpAtStep4(HookBase):
+        priority = 1  # right after the step, before evaluation and saving
+
+        def after_step(self) -> None:
+            if self.trainer.iter == 4:
+                weight = self.trainer.model.parameters()[0]
+                weight.set_value(np.full(weight.shape, np.inf, "float32"))
+
     trainer = make_trainer(root, str(tmp_path), 6, save_interval=2, do_eval=True,
-                           evaluate_fn=scripted_metrics([0.9, 0.1]))  # mIoU 0.1, 0.9
-    step, calls = trainer._step, []
-
-    def step_then_blow_up(batch):
-        loss = step(batch)
-        calls.append(batch)
-        if len(calls) == 4:
-            weight = trainer.model.parameters()[0]
-            weight.set_value(np.full(weight.shape, np.inf, "float32"))
-        return loss
-
-    trainer._step = step_then_blow_up
+                           evaluate_fn=scripted_metrics([0.9, 0.1]),  # mIoU 0.1, 0.9
+                           hooks=[BlowUpAtStep4()])
     with pytest.raises(NonFiniteStateError) as err:
         trainer.train()
     message = str(err.value)

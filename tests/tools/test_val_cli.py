@@ -114,12 +114,13 @@ def test_two_process_val_equals_single_process(tmp_path, tiny_weights):
     common = ["--config", CONFIG, "--model_path", tiny_weights, "--device", "cpu",
               "--num_threads", "1", "--opts",
               "model.base_channels=4", f"val_dataset.dataset_root={root}"]
-    run_tool("tools/val.py", *common, "--save_json", str(tmp_path / "single.json"))
+    run_tool("tools/val.py", *common, "--save_json", str(tmp_path / "single.json"),
+             "--per_image", str(tmp_path / "single.csv"))
     env_pop = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     proc = subprocess.run(
         [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
          "--log_dir", str(tmp_path / "log"), "tools/val.py", *common,
-         "--save_json", str(tmp_path / "dist.json")],
+         "--save_json", str(tmp_path / "dist.json"), "--per_image", str(tmp_path / "dist.csv")],
         cwd=REPO, env=dict(env_pop, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"),
         capture_output=True, text=True, timeout=300)
     logs = "".join(p.read_text()[-3000:] for p in sorted((tmp_path / "log").glob("workerlog.*")))
@@ -130,3 +131,7 @@ def test_two_process_val_equals_single_process(tmp_path, tiny_weights):
     assert dist["confusion_matrix"] == single["confusion_matrix"]
     for key in ("miou", "mdice", "acc", "kappa", "auc_roc", "num_pixels"):
         assert dist[key] == single[key], key
+    # Rows gathered to rank 0 in the dataset's order: the same file as one process.
+    assert (tmp_path / "dist.csv").read_text() == (tmp_path / "single.csv").read_text()
+    assert len((tmp_path / "single.csv").read_text().splitlines()) == 6
+    assert dist["per_image_summary"] == single["per_image_summary"]
