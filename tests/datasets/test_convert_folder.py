@@ -327,6 +327,37 @@ def train_and_val(config, tmp_path, iters=20):
     return json.loads(out.read_text())
 
 
+def test_zero_255_folder_stops_then_its_conversion_trains(tmp_path):
+    """The issue's user: a 0/255 folder trained directly stops (train and val) with the
+    converter command; the converted folder trains and scores the foreground."""
+    write_folder(tmp_path, grey(255), n=6, suffix="_mask")
+    lines = [f"images/img{i:02d}.jpg masks/img{i:02d}_mask.png" for i in range(6)]
+    (tmp_path / "all.txt").write_text("\n".join(lines) + "\n")
+    dst = tmp_path / "converted"
+    proc = run_tool("tools/convert_dataset.py", "folder", "--images", tmp_path / "images",
+                    "--masks", tmp_path / "masks", "--mask_suffix", "_mask", dst,
+                    "--val_fraction", 0.34, "--seed", 1)
+    config = dst / "unet_converted.yml"
+    assert f"tools/train.py --config {config}" in proc.stdout
+    raw = yaml.safe_load(config.read_text())
+    for key, path in (("train_dataset", "train_path"), ("val_dataset", "val_path")):
+        raw[key]["dataset_root"] = str(tmp_path)
+        raw[key][path] = "all.txt"
+    raw_config = tmp_path / "raw.yml"
+    raw_config.write_text(yaml.safe_dump(raw))
+    for tool in ("train.py", "val.py"):
+        bad = run_tool(f"tools/{tool}", "--config", raw_config, "--save_dir", tmp_path / "x",
+                       check=False) if tool == "train.py" else \
+            run_tool(f"tools/{tool}", "--config", raw_config, check=False)
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+        assert "holds only 0 and 255" in bad.stderr and "255 is the ignore value" in bad.stderr
+        assert "tools/convert_dataset.py folder --images" in bad.stderr
+    assert raw["train_dataset"]["transforms"][1]["crop_size"] == [64, 64]
+    metrics = train_and_val(config, tmp_path)
+    assert metrics["num_images"] == 2
+    assert metrics["dice_fg"] > 0 and np.isfinite(metrics["auc_roc"])
+
+
 # ------------------------------------------------------------------------ real DRIVE
 
 @pytest.fixture(scope="module")
