@@ -39,6 +39,7 @@ import paddle
 import paddle.nn.functional as F
 import yaml
 
+from paddleseg_unet.cvlibs.config import ConfigError
 from paddleseg_unet.utils.logger import logger
 from paddleseg_unet.utils.io import atomic_write_bytes
 from paddleseg_unet.utils.visualize import get_class_names, get_color_map
@@ -71,7 +72,8 @@ class ConfigDeployInfo:
 
 def config_deploy_info(cfg: Any) -> ConfigDeployInfo:
     """Preprocessing = the ``val_dataset`` transforms (else ``test_dataset``'s, else
-    ``[Normalize]``); class names and colour map follow the dataset type."""
+    ``[Normalize]``); class names and colour map follow the dataset type, unless the
+    config's ``export`` section lists them."""
     section = None
     for key in ("val_dataset", "test_dataset"):
         if isinstance(cfg.get(key), dict):
@@ -83,10 +85,27 @@ def config_deploy_info(cfg: Any) -> ConfigDeployInfo:
     transforms = list(section.get("transforms") or []) if section else [{"type": "Normalize"}]
     dataset_type = section.get("type") if section else None
     num_classes = int(cfg["model"]["num_classes"])
+    names = get_class_names(num_classes, dataset_type)
+    colors = get_color_map(num_classes, dataset_type)
+    # A config's own ``export: {class_names, color_map}`` (tools/convert_dataset.py folder
+    # writes them) wins over the dataset type's.
+    export = cfg.get("export") or {}
+    if export.get("class_names") is not None:
+        names = [str(n) for n in _per_class(export["class_names"], num_classes,
+                                            "export.class_names", cfg)]
+    if export.get("color_map") is not None:
+        colors = np.asarray(_per_class(export["color_map"], num_classes, "export.color_map",
+                                       cfg), dtype=np.uint8)
     return ConfigDeployInfo(transforms=transforms, num_classes=num_classes,
-                            dataset_type=dataset_type,
-                            class_names=get_class_names(num_classes, dataset_type),
-                            color_map=get_color_map(num_classes, dataset_type))
+                            dataset_type=dataset_type, class_names=names, color_map=colors)
+
+
+def _per_class(values: Any, num_classes: int, key: str, cfg: Any) -> List[Any]:
+    if not isinstance(values, list) or len(values) != num_classes:
+        where = cfg.where(key) if hasattr(cfg, "where") else key
+        raise ConfigError(f"{where}: expected a list of {num_classes} entries (one per "
+                          f"class), got {values!r}")
+    return values
 
 
 class ExportHead(paddle.nn.Layer):

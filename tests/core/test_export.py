@@ -233,3 +233,21 @@ def test_backend_and_export_errors(workspace, tmp_path, logits_export):
         num_classes = 3
     with pytest.raises(BackendError, match="3"):
         exported_val_dataset(_Builder(), build_backend("onnxruntime", logits_export))
+
+
+def test_config_export_section_names_classes_and_colours():
+    from paddleseg_unet.core.export import config_deploy_info
+    from paddleseg_unet.cvlibs.config import Config, ConfigError
+
+    base = {"model": {"type": "UNet", "num_classes": 3},
+            "val_dataset": {"type": "Dataset", "transforms": [{"type": "Normalize"}]}}
+    default = config_deploy_info(Config(base))
+    assert default.class_names == ["class_0", "class_1", "class_2"]
+    named = config_deploy_info(Config(dict(base, export={
+        "class_names": ["sky", "road", "tree"], "color_map": [[1, 2, 3], [4, 5, 6], [7, 8, 9]]})))
+    assert named.class_names == ["sky", "road", "tree"]
+    np.testing.assert_array_equal(named.color_map, [[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    np.testing.assert_array_equal(config_deploy_info(Config(dict(
+        base, export={"class_names": ["a", "b", "c"]}))).color_map, default.color_map)
+    with pytest.raises(ConfigError, match="export.class_names: expected a list of 3 entries"):
+        config_deploy_info(Config(dict(base, export={"class_names": ["a", "b"]})))

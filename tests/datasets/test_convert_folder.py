@@ -356,6 +356,11 @@ def test_zero_255_folder_stops_then_its_conversion_trains(tmp_path):
     metrics = train_and_val(config, tmp_path)
     assert metrics["num_images"] == 2
     assert metrics["dice_fg"] > 0 and np.isfinite(metrics["auc_roc"])
+    run_tool("tools/export.py", "--config", config, "--model_path",
+             tmp_path / "run" / "iter_20" / "model.pdparams", "--save_dir", tmp_path / "exp",
+             *TINY)
+    deploy = yaml.safe_load((tmp_path / "exp" / "deploy.yaml").read_text())["Deploy"]
+    assert deploy["num_classes"] == 2 and deploy["class_names"] == ["background", "foreground"]
 
 
 # ------------------------------------------------------------------------ real DRIVE
