@@ -459,3 +459,29 @@ def test_custom_data_docs_commands_run_on_generated_data(tmp_path):
     deploy = yaml.safe_load((out / "export" / "deploy.yaml").read_text())["Deploy"]
     assert deploy["num_classes"] == 2 and deploy["class_names"] == ["background", "foreground"]
     assert len(list((out / "predictions").rglob("*.png"))) >= 10
+
+
+def test_blurred_or_grey_level_masks_are_refused_and_mixed_jpeg_thresholded(tmp_path):
+    def blurred(label, stem, ext):
+        edge = cv2.GaussianBlur(label.astype(np.float32) * 255, (3, 3), 0.6)
+        assert cv2.imwrite(str(stem) + ".png", edge.round().astype(np.uint8))
+
+    write_folder(tmp_path / "a", blurred, n=2, w=256, h=256)
+    with pytest.raises(ConversionError, match="blurred edges: [0-9]+ pixels"):
+        convert(tmp_path / "a" / "images", tmp_path / "a" / "masks", tmp_path / "out")
+
+    def ramp(label, stem, ext):
+        values = np.arange(label.size).reshape(label.shape) % 256
+        assert cv2.imwrite(str(stem) + ".png", values.astype(np.uint8))
+
+    write_folder(tmp_path / "b", ramp, n=2)
+    with pytest.raises(ConversionError, match="256 distinct values: they look like grey-level"):
+        convert(tmp_path / "b" / "images", tmp_path / "b" / "masks", tmp_path / "out")
+
+    labels = write_folder(tmp_path / "c", grey(255), n=2)
+    masks = tmp_path / "c" / "masks"
+    cv2.imwrite(str(masks / "img01.jpg"), cv2.imread(str(masks / "img01.png")))
+    (masks / "img01.png").unlink()
+    summary = convert(tmp_path / "c" / "images", masks, tmp_path / "out")
+    assert "of the 1 JPEG masks were neither 0 nor 255" in summary.format()
+    np.testing.assert_array_equal(converted_labels(tmp_path / "out")["img00"], labels["img00"])

@@ -9,7 +9,8 @@ and checked before anything is written; the mask format is decided over the whol
   ``ignore_value`` kept as 255 (ignore);
 - binary 0/255 (255 -> class 1) and 0/1;
 - JPEG-saved binary masks (values near 0 and 255): thresholded at 128, with a warning
-  counting the pixels that changed;
+  counting the pixels that changed; lossless masks with such in-between values (blurred
+  edges) and grey-level images are refused, not guessed at;
 - RGB colour masks, with a colour table (``colors``, JSON or YAML)::
 
       classes:                    # class id = position in the list
@@ -52,6 +53,8 @@ IGNORE = 255
 _NEAR = 32
 _NEAR_SHARE = 0.95
 _MAX_LISTED = 5
+# More distinct values than this: grey-level images, not class masks (ADE20K has 150).
+_MAX_DISTINCT = 200
 # Reference recipes (configs/unet/*.yml) the generated config follows.
 _BINARY_RECIPE = "configs/unet/unet_drive_128x128_40k.yml"
 _MULTI_RECIPE = "configs/unet/unet_cityscapes_1024x512_160k.yml"
@@ -323,9 +326,11 @@ def _format_color(code: int) -> str:
     return f"[{code >> 16}, {(code >> 8) & 255}, {code & 255}]"
 
 
-def decide_format(hist: np.ndarray, all_jpeg: bool, n_palette: int,
+def decide_format(hist: np.ndarray, n_jpeg: int, n_palette: int,
                   ignore_value: Optional[int], n_masks: int) -> MaskFormat:
-    """The mask format of a set whose summed 256-bin value histogram is ``hist``."""
+    """The mask format of a set whose summed 256-bin value histogram is ``hist``, with
+    ``n_jpeg`` JPEG and ``n_palette`` palette-PNG files among its ``n_masks``."""
+    any_jpeg = n_jpeg > 0
     lut = np.full(256, IGNORE, np.uint8)
     explicit = {ignore_value} if ignore_value is not None else set()
     present = {int(v) for v in np.flatnonzero(hist)} - explicit
@@ -338,15 +343,16 @@ def decide_format(hist: np.ndarray, all_jpeg: bool, n_palette: int,
         lut[:2] = (0, 1)
         return MaskFormat(f"binary 0/1{ignore_note}", lut, binary_names)
     core = sum(int(hist[v]) for v in present)
-    mid = [v for v in present if _NEAR < v < 255 - _NEAR]
-    if all_jpeg:
-        near = sum(int(hist[v]) for v in present if v <= _NEAR or v >= 255 - _NEAR)
-        if near < _NEAR_SHARE * core or not (present & set(range(_NEAR + 1))) \
-                or not (present & set(range(255 - _NEAR, 256))):
+    near = sum(int(hist[v]) for v in present if v <= _NEAR or v >= 255 - _NEAR)
+    mid = sum(int(hist[v]) for v in present if _NEAR < v < 255 - _NEAR)
+    near_binary = (near >= _NEAR_SHARE * core and bool(present & set(range(_NEAR + 1)))
+                   and bool(present & set(range(255 - _NEAR, 256))))
+    if any_jpeg:
+        if not near_binary:
             raise ConversionError(
-                f"the masks are JPEG files whose values are not near 0/255 ({near / core:.0%}"
-                f" of the pixels are); JPEG is lossy and alters class indices: save the masks "
-                f"as PNG")
+                f"the masks include JPEG files and their values are not near 0/255 ("
+                f"{near / core:.0%} of the pixels are); JPEG is lossy and alters class "
+                f"indices: save the masks as PNG")
         lut[:128], lut[128:] = 0, 1
         for v in explicit:
             lut[v] = IGNORE
@@ -354,11 +360,24 @@ def decide_format(hist: np.ndarray, all_jpeg: bool, n_palette: int,
         warnings = []
         if changed:
             warnings.append(f"{changed} pixels ({changed / max(int(hist.sum()), 1):.2%} of all "
-                            f"mask pixels) of the {n_masks} JPEG masks were neither 0 nor 255 "
+                            f"mask pixels) of the {n_jpeg} JPEG masks were neither 0 nor 255 "
                             f"(JPEG compression) and were thresholded at 128; save masks as "
                             f"PNG to keep them exact")
         return MaskFormat(f"JPEG near-binary 0/255 (thresholded at 128){ignore_note}", lut,
                           binary_names, warnings=warnings)
+    if near_binary and mid:
+        # Lossless masks with in-between values: blurred edges (resized with interpolation,
+        # anti-aliased drawing). Guessing a threshold could erase small classes: refuse.
+        raise ConversionError(
+            f"the masks look like binary 0/255 masks with blurred edges: {mid} pixels "
+            f"({mid / core:.2%}) hold values between {_NEAR + 1} and {254 - _NEAR}, which are "
+            f"not class indices; re-save them thresholded (or resized with nearest-neighbour "
+            f"interpolation)")
+    if len(present) > _MAX_DISTINCT:
+        raise ConversionError(
+            f"the masks hold {len(present)} distinct values: they look like grey-level "
+            f"images, not class masks (which hold one value per class); check --masks, or "
+            f"re-save the masks without interpolation")
     classes = present - {IGNORE}
     if not classes or max(classes) < 1:
         raise ConversionError(
@@ -372,7 +391,7 @@ def decide_format(hist: np.ndarray, all_jpeg: bool, n_palette: int,
     kept = ", 255 kept as ignore" if IGNORE in present else ""
     fmt = MaskFormat(f"{kind} 0..{num_classes - 1}{kept}{ignore_note}", lut,
                      [f"class_{i}" for i in range(num_classes)])
-    if mid and num_classes > 32 and len(classes) < num_classes / 2:
+    if num_classes > 32 and len(classes) < num_classes / 2:
         fmt.warnings.append(f"the masks hold only {len(classes)} distinct values up to "
                             f"{num_classes - 1}: if they are grey levels standing for classes, "
                             f"pass --colors with those grey levels")
@@ -418,9 +437,9 @@ def scan_masks(pairs: Sequence[Pair], colors: Optional[ColorTable],
         lut = np.arange(256, dtype=np.uint8)  # colour masks are mapped on reading
         return MaskFormat(f"RGB colours ({len(colors.names)} classes from the colour table)",
                           lut, list(colors.names), colors)
-    all_jpeg = all(_is_jpeg(p.mask) for p in pairs)
+    n_jpeg = sum(_is_jpeg(p.mask) for p in pairs)
     n_palette = sum(_png_is_palette(p.mask) for p in pairs)
-    return decide_format(hist, all_jpeg, n_palette, ignore_value, len(pairs))
+    return decide_format(hist, n_jpeg, n_palette, ignore_value, len(pairs))
 
 
 def read_class_mask(path: Path, fmt: MaskFormat) -> np.ndarray:
