@@ -13,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paddleseg_unet.datasets.converters import DATASETS, ConversionError, convert, folder  # noqa: E402
+from paddleseg_unet.datasets.converters import (DATASETS, ConversionError, convert,  # noqa: E402
+                                                folder)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,11 +32,15 @@ def main(argv=None) -> int:
     else:
         parser = _Parser(description=__doc__.split("\n\n")[0])
         parser.add_argument("dataset", choices=DATASETS + ("folder",),
-                            help="which dataset SRC holds (folder: your own images and masks)")
+                            help="which dataset SRC holds (folder: your own images and "
+                            "masks, see 'folder --help')")
         parser.add_argument("src", help="extracted folder, folder of archives, or one archive")
         parser.add_argument("dst", help="output folder (built atomically)")
         parser.add_argument("--force", action="store_true", help="replace a non-empty DST")
         args = parser.parse_args(argv)
+        if args.dataset == "folder":
+            parser.error("folder comes first: convert_dataset.py folder --images DIR "
+                         "--masks DIR DST")
     try:
         summary = (folder.convert_args(args) if argv[:1] == ["folder"]
                    else convert(args.dataset, args.src, args.dst, force=args.force))

@@ -283,7 +283,8 @@ def test_split_is_deterministic_and_follows_the_fraction(tmp_path):
 def test_val_list_and_existing_split(tmp_path):
     write_folder(tmp_path, grey(255), n=4)
     (tmp_path / "val.txt").write_text("img01.jpg\n# a comment\nimg03\n")
-    convert(tmp_path / "images", tmp_path / "masks", tmp_path / "out", val_list=tmp_path / "val.txt")
+    convert(tmp_path / "images", tmp_path / "masks", tmp_path / "out",
+            val_list=tmp_path / "val.txt")
     assert [Path(i).stem for i, _ in lists(tmp_path / "out")["val"]] == ["img01", "img03"]
     (tmp_path / "bad.txt").write_text("img09\n")
     with pytest.raises(ConversionError, match=r"no image/mask pair named img09 \(line 1\)"):
@@ -315,6 +316,9 @@ def test_cli_errors_are_one_line(tmp_path):
                     "--masks", tmp_path, tmp_path / "out", check=False)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(f"error: --images {tmp_path / 'nope'} is not a folder")
+    proc = run_tool("tools/convert_dataset.py", "--force", "folder", tmp_path, tmp_path / "o",
+                    check=False)
+    assert proc.returncode == 1 and "error: folder comes first" in proc.stderr
 
 
 def train_and_val(config, tmp_path, iters=20):

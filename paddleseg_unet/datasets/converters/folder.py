@@ -294,7 +294,7 @@ def _read_grey_mask(path: Path) -> np.ndarray:
     """A mask's stored values (palette PNG: indices) as HxW; JPEG 'grey as RGB' averaged."""
     try:
         mask = read_label(str(path))
-    except DatasetError as exc:
+    except DatasetError as exc:  # read_label refuses colour labels with this wording
         if "colour image" in str(exc) and _is_jpeg(path):
             return read_image(str(path)).mean(axis=2).round().astype(np.uint8)
         if "colour image" in str(exc):
@@ -380,9 +380,9 @@ def decide_format(hist: np.ndarray, n_jpeg: int, n_palette: int,
             f"re-save the masks without interpolation")
     classes = present - {IGNORE}
     if not classes or max(classes) < 1:
-        raise ConversionError(
-            f"the masks hold only class 0{' and the ignore value' if present - classes or explicit else ''}"
-            f": there is nothing to learn; check the masks (and --ignore_value)")
+        also = " and the ignore value" if IGNORE in present or explicit else ""
+        raise ConversionError(f"the masks hold only class 0{also}: there is nothing to "
+                              f"learn; check the masks (and --ignore_value)")
     num_classes = max(classes) + 1
     lut[:num_classes] = np.arange(num_classes)
     for v in explicit:
