@@ -244,6 +244,15 @@ def test_mask_of_another_size_names_both_files(tmp_path):
     assert "img01.png is 12x10" in str(e.value) and "img01.jpg is 64x64" in str(e.value)
 
 
+def test_unreadable_mask_is_named_and_nothing_is_written(tmp_path):
+    write_folder(tmp_path, grey(255), n=3)
+    (tmp_path / "masks" / "img02.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(ConversionError, match="img02.png"):
+        convert(tmp_path / "images", tmp_path / "masks", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("out")] == []
+
+
 # ------------------------------------------------------------------------ pairing, splits
 
 def test_pairing_report_and_empty_pairing(tmp_path):

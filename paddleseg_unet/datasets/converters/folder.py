@@ -285,9 +285,13 @@ class MaskFormat:
         return len(self.names)
 
 
-def _is_jpeg(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(3) == b"\xff\xd8\xff"
+def _file_format(path: Path) -> Tuple[str, str]:
+    """(Pillow format, mode) of an image file, from its header only."""
+    try:
+        with Image.open(path) as im:
+            return im.format or "", im.mode
+    except (OSError, ValueError) as exc:
+        raise ConversionError(f"cannot read {path}: {exc}") from exc
 
 
 def _read_grey_mask(path: Path) -> np.ndarray:
@@ -295,7 +299,7 @@ def _read_grey_mask(path: Path) -> np.ndarray:
     try:
         mask = read_label(str(path))
     except DatasetError as exc:  # read_label refuses colour labels with this wording
-        if "colour image" in str(exc) and _is_jpeg(path):
+        if "colour image" in str(exc) and _file_format(path)[0] == "JPEG":
             return read_image(str(path)).mean(axis=2).round().astype(np.uint8)
         if "colour image" in str(exc):
             raise ConversionError(f"mask {path} is a colour image; pass --colors FILE, a "
@@ -398,12 +402,6 @@ def decide_format(hist: np.ndarray, n_jpeg: int, n_palette: int,
     return fmt
 
 
-def _png_is_palette(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(26)
-    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[25] == 3
-
-
 def scan_masks(pairs: Sequence[Pair], colors: Optional[ColorTable],
                ignore_value: Optional[int]) -> MaskFormat:
     """Read every mask (and its image's size) once; refuse bad ones; decide the format."""
@@ -411,7 +409,7 @@ def scan_masks(pairs: Sequence[Pair], colors: Optional[ColorTable],
     unknown: Dict[int, Tuple[int, str]] = {}  # colour -> (pixels, first file)
     for pair in tqdm(pairs, desc="checking masks", unit="mask", disable=None, leave=False):
         try:
-            with Image.open(pair.image) as im:
+            with Image.open(pair.image) as im:  # the header is enough for the size
                 width, height = im.size
         except (OSError, ValueError) as exc:
             raise ConversionError(f"cannot read image {pair.image}: {exc}") from exc
@@ -437,8 +435,9 @@ def scan_masks(pairs: Sequence[Pair], colors: Optional[ColorTable],
         lut = np.arange(256, dtype=np.uint8)  # colour masks are mapped on reading
         return MaskFormat(f"RGB colours ({len(colors.names)} classes from the colour table)",
                           lut, list(colors.names), colors)
-    n_jpeg = sum(_is_jpeg(p.mask) for p in pairs)
-    n_palette = sum(_png_is_palette(p.mask) for p in pairs)
+    formats = [_file_format(p.mask) for p in pairs]
+    n_jpeg = sum(kind == "JPEG" for kind, _ in formats)
+    n_palette = sum(kind == "PNG" and mode == "P" for kind, mode in formats)
     return decide_format(hist, n_jpeg, n_palette, ignore_value, len(pairs))
 
 
