@@ -55,3 +55,41 @@ def test_reference_config_effective_values(name):
     if "ResizeByLong" in val_types:
         assert val_t[0]["long_size"] == 1280
     assert cfg.test_config.get("auc_roc") is auc
+
+
+@pytest.mark.parametrize("template,num_classes", [("unet_binary_custom", 2),
+                                                  ("unet_multiclass_custom", 4)])
+def test_custom_templates_match_what_the_folder_converter_writes(tmp_path, template,
+                                                                 num_classes):
+    """configs/custom/ and tools/convert_dataset.py folder give the same recipe; only the
+    paths, the crop size and the class names depend on the data."""
+    import cv2
+    import numpy as np
+
+    from paddleseg_unet.datasets.converters.folder import convert
+
+    rng = np.random.default_rng(0)
+    for kind in ("images", "masks"):
+        (tmp_path / kind).mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "images" / f"{i}.png"),
+                    rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        cv2.imwrite(str(tmp_path / "masks" / f"{i}.png"),
+                    rng.integers(0, num_classes, (64, 64), dtype=np.uint8))
+    convert(tmp_path / "images", tmp_path / "masks", tmp_path / "out", name="x")
+    written = load_config(str(tmp_path / "out" / "unet_x.yml"), purpose="train").validate("val")
+    cfg = load_config(os.path.join(REPO, "configs", "custom", template + ".yml"),
+                      purpose="train").validate("val")
+    assert cfg["model"]["num_classes"] == num_classes
+    data = cfg.to_dict()
+    for split, key in (("train_dataset", "train_path"), ("val_dataset", "val_path")):
+        assert data[split][key] == key.split("_")[0] + "_list.txt"
+        assert data[split]["dataset_root"] == "data/my_dataset"
+        data[split][key] = str(tmp_path / "out" / data[split][key])
+        data[split]["dataset_root"] = str(tmp_path / "out")
+    data["train_dataset"]["transforms"][1]["crop_size"] = [64, 64]
+    expected = written.to_dict()
+    for split in ("train_dataset", "val_dataset"):
+        assert len(data[split].pop("class_names")) == num_classes
+        assert len(expected[split].pop("class_names")) == num_classes
+    assert data == expected

@@ -1,9 +1,11 @@
 """Convert an official dataset download into the layout the toolkit trains on.
 
     python tools/convert_dataset.py {drive,stare,chasedb1,hrf,cityscapes} SRC DST [--force]
+    python tools/convert_dataset.py folder --images DIR --masks DIR DST [options]
 
 SRC: the extracted folder, a folder holding the downloaded archives, or one archive.
-See docs/datasets.md.
+Your own images and masks: ``folder`` (``folder --help``). See docs/datasets.md and
+docs/custom_data.md.
 """
 import argparse
 import sys
@@ -11,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paddleseg_unet.datasets.converters import DATASETS, ConversionError, convert  # noqa: E402
+from paddleseg_unet.datasets.converters import (DATASETS, ConversionError, convert,  # noqa: E402
+                                                folder)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,14 +23,27 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv=None) -> int:
-    parser = _Parser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", choices=DATASETS, help="which dataset SRC holds")
-    parser.add_argument("src", help="extracted folder, folder of archives, or one archive")
-    parser.add_argument("dst", help="output folder (built atomically)")
-    parser.add_argument("--force", action="store_true", help="replace a non-empty DST")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["folder"]:
+        parser = _Parser(prog="convert_dataset.py folder", description=folder.__doc__.split(
+            "\n\n")[0])
+        folder.add_arguments(parser)
+        args = parser.parse_args(argv[1:])
+    else:
+        parser = _Parser(description=__doc__.split("\n\n")[0])
+        parser.add_argument("dataset", choices=DATASETS + ("folder",),
+                            help="which dataset SRC holds (folder: your own images and "
+                            "masks, see 'folder --help')")
+        parser.add_argument("src", help="extracted folder, folder of archives, or one archive")
+        parser.add_argument("dst", help="output folder (built atomically)")
+        parser.add_argument("--force", action="store_true", help="replace a non-empty DST")
+        args = parser.parse_args(argv)
+        if args.dataset == "folder":
+            parser.error("folder comes first: convert_dataset.py folder --images DIR "
+                         "--masks DIR DST")
     try:
-        summary = convert(args.dataset, args.src, args.dst, force=args.force)
+        summary = (folder.convert_args(args) if argv[:1] == ["folder"]
+                   else convert(args.dataset, args.src, args.dst, force=args.force))
     except ConversionError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 1

@@ -62,6 +62,7 @@ class Cityscapes(SegDataset):
                 else:
                     raise DatasetError(self._missing_label_message(img_path, label_path))
             self.records.append(Record(img_path, label_path, None, img_path, stem))
+        self.check_labels()
 
     def _missing_label_message(self, img_path: str, label_path: str) -> str:
         msg = f"Cityscapes: the label of {img_path} is missing: {label_path}."

@@ -41,6 +41,7 @@ from paddleseg_unet.cvlibs.registry import DATASETS
 from paddleseg_unet.datasets.image_io import (DatasetError, DatasetNotFoundError,
                                               check_label_values, check_same_size,
                                               read_image, read_label, read_mask)
+from paddleseg_unet.datasets.label_check import check_label_sample
 from paddleseg_unet.utils.visualize import voc_color_map
 
 __all__ = ["SegDataset", "Dataset", "DatasetMeta", "Record", "sample_rng", "build_transforms",
@@ -198,6 +199,14 @@ class SegDataset:
         return (f"{type(self).__name__}(mode={self.mode!r}, samples={len(self)}, "
                 f"num_classes={self.num_classes})")
 
+    def check_labels(self) -> None:
+        """Build-time check of a sample of the labels (modes train/val), see
+        :mod:`paddleseg_unet.datasets.label_check`; subclasses call it once their
+        records are filled."""
+        if self.mode != "test":
+            check_label_sample(self.records, self.num_classes, self.ignore_index, self.mode,
+                               getattr(self, "dataset_root", None))
+
     # -- reading ---------------------------------------------------------------------
     def load(self, index: int, with_fov: bool = True) -> Dict[str, Any]:
         """The raw sample of ``records[index]`` (uint8 HxWx3 image, original label/fov;
@@ -292,7 +301,8 @@ class Dataset(SegDataset):
 
     Each line of the list file is ``image<separator>label`` with paths relative to
     ``dataset_root`` (in mode 'test' the label may be omitted). Blank lines are skipped.
-    Missing files are reported at construction, naming the list file and line.
+    Missing files are reported at construction, naming the list file and line, and a
+    sample of the labels is checked (0/255 masks, mostly-ignore labels: an error).
     ``cache_images=True`` keeps decoded samples in memory (off by default; see the
     module doc for the memory cost). ``class_names`` and ``palette`` (``[R, G, B]`` per
     class) name and colour the classes in pictures, exports and logs.
@@ -317,6 +327,7 @@ class Dataset(SegDataset):
                                "'image label' lines), but it is not set")
         self.list_path = _resolve_list_file(list_arg[1], dataset_root, list_arg[0])
         self.records = self._parse_list(self.list_path)
+        self.check_labels()
 
     def _split_line(self, line: str) -> List[str]:
         if self.separator.strip() == "":

@@ -155,7 +155,8 @@ def check_label_values(label: np.ndarray, num_classes: int, ignore_index: int,
     shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
     hint = ""
     if 255 in bad and num_classes == 2:
-        hint = " A 0/255 mask must be stored as 0/1 (e.g. run tools/convert_dataset.py)."
+        hint = (" A 0/255 mask must be stored as 0/1: convert the masks with python "
+                "tools/convert_dataset.py folder (see docs/custom_data.md).")
     raise DatasetError(
         f"Label {path} has values {shown} outside 0..{num_classes - 1} "
         f"(ignore value {ignore_index}).{hint}")

@@ -402,6 +402,7 @@ class ConversionSummary:
     expected: str = ""  # published figures to compare the stats with
     skipped: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)  # results the user should check
 
     def format(self) -> str:
         counts = ", ".join(f"{split} {n}" for split, n in self.counts.items())
@@ -411,6 +412,7 @@ class ConversionSummary:
             lines.append(f"  expected: {self.expected}")
         lines += [f"  skipped {s}" for s in self.skipped]
         lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
