@@ -13,8 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paddleseg_unet.datasets.converters import (DATASETS, ConversionError, convert,  # noqa: E402
-                                                folder)
+from paddleseg_unet.datasets.converters import CONVERTERS, ConversionError  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,26 +23,25 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["folder"]:
-        parser = _Parser(prog="convert_dataset.py folder", description=folder.__doc__.split(
-            "\n\n")[0])
-        folder.add_arguments(parser)
-        args = parser.parse_args(argv[1:])
-    else:
-        parser = _Parser(description=__doc__.split("\n\n")[0])
-        parser.add_argument("dataset", choices=DATASETS + ("folder",),
-                            help="which dataset SRC holds (folder: your own images and "
-                            "masks, see 'folder --help')")
-        parser.add_argument("src", help="extracted folder, folder of archives, or one archive")
-        parser.add_argument("dst", help="output folder (built atomically)")
-        parser.add_argument("--force", action="store_true", help="replace a non-empty DST")
-        args = parser.parse_args(argv)
-        if args.dataset == "folder":
-            parser.error("folder comes first: convert_dataset.py folder --images DIR "
-                         "--masks DIR DST")
+    names = CONVERTERS.names()
+    if not argv or argv[0] not in names:
+        parser = _Parser(description=__doc__.split("\n\n")[0],
+                         epilog="datasets: " + "; ".join(
+                             f"{n}: {CONVERTERS.get(n).description}" for n in names))
+        parser.add_argument("dataset", choices=names,
+                            help="what to convert; 'NAME --help' lists its arguments")
+        if argv[:1] in (["-h"], ["--help"]):
+            parser.print_help()
+            return 0
+        later = [a for a in argv if a in names]
+        parser.error(f"the first argument names the dataset ({', '.join(names)})"
+                     + (f"; put it first: convert_dataset.py {later[0]} ..." if later else ""))
+    converter = CONVERTERS.get(argv[0])
+    parser = _Parser(prog=f"convert_dataset.py {argv[0]}", description=converter.description)
+    converter.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
     try:
-        summary = (folder.convert_args(args) if argv[:1] == ["folder"]
-                   else convert(args.dataset, args.src, args.dst, force=args.force))
+        summary = converter.run(args)
     except ConversionError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 1

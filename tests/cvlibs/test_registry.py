@@ -109,7 +109,9 @@ def test_every_registry_finds_its_members_without_prior_imports():
             "assert 'DiceLoss' in r.LOSSES and 'SGD' in r.OPTIMIZERS\n"
             "assert 'PolynomialDecay' in r.LR_SCHEDULERS and 'ClipGradByNorm' in r.GRAD_CLIPS\n"
             "assert r.BACKENDS.names() == ['inference', 'onnxruntime', 'paddle']\n"
-            "assert 'CheckpointHook' in r.HOOKS\n")
+            "assert 'CheckpointHook' in r.HOOKS\n"
+            "assert r.CONVERTERS.names() == ['chasedb1', 'cityscapes', 'drive', 'folder', "
+            "'hrf', 'stare']\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -329,7 +329,9 @@ def test_cli_errors_are_one_line(tmp_path):
     assert proc.stderr.startswith(f"error: --images {tmp_path / 'nope'} is not a folder")
     proc = run_tool("tools/convert_dataset.py", "--force", "folder", tmp_path, tmp_path / "o",
                     check=False)
-    assert proc.returncode == 1 and "error: folder comes first" in proc.stderr
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "error: the first argument names the dataset (chasedb1, cityscapes, drive, folder, " \
+           "hrf, stare); put it first: convert_dataset.py folder" in proc.stderr
 
 
 def train_and_val(config, tmp_path, iters=20):

@@ -8,31 +8,26 @@ written as ``DST/{images,annotations,fov}/{train,val}/NAME.png`` (labels and FOV
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from paddleseg_unet.cvlibs.registry import CONVERTERS
 
-from . import chasedb1, cityscapes, drive, hrf, stare
-from .common import ConversionError, ConversionSummary, PathLike, derive_fov
+from . import chasedb1, cityscapes, drive, folder, hrf, stare  # noqa: F401 - registers them
+from .common import (ArchiveConverter, ConversionError, ConversionSummary, PathLike,
+                     derive_fov)
 
-CONVERTERS: Dict[str, Callable[..., ConversionSummary]] = {
-    "drive": drive.convert,
-    "stare": stare.convert,
-    "chasedb1": chasedb1.convert,
-    "hrf": hrf.convert,
-    "cityscapes": cityscapes.convert,
-}
-DATASETS = tuple(CONVERTERS)
+# The official downloads (``convert(name, src, dst)``); ``folder`` takes other arguments.
+DATASETS = tuple(n for n in CONVERTERS.names() if isinstance(CONVERTERS.get(n), ArchiveConverter))
 
 __all__ = ["CONVERTERS", "DATASETS", "ConversionError", "ConversionSummary", "convert",
            "derive_fov"]
 
 
 def convert(name: str, src: PathLike, dst: PathLike, force: bool = False) -> ConversionSummary:
-    """Convert dataset ``name`` from SRC into DST (atomically); return what was written.
+    """Convert dataset ``name`` (one of :data:`DATASETS`) from SRC into DST (atomically);
+    return what was written.
 
     Raises ConversionError (a one-line user message) for a bad SRC, a non-empty DST without
     ``force``, or a file that is missing, unreadable or of the wrong size.
     """
-    converter = CONVERTERS.get(str(name).lower())
-    if converter is None:
+    if str(name).lower() not in DATASETS:
         raise ConversionError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return converter(src, dst, force=force)
+    return CONVERTERS.get(str(name).lower())(src, dst, force=force)

@@ -5,6 +5,9 @@ train, the last 8 val. There is no FOV mask: it is derived from the image (``der
 """
 from __future__ import annotations
 
+from paddleseg_unet.cvlibs.registry import CONVERTERS
+
+from .common import archive_converter
 from .common import ConversionSummary, PathLike, RetinaPlan, Source, run_retina
 
 NAMES = tuple(f"Image_{nn:02d}{eye}" for nn in range(1, 15) for eye in "LR")
@@ -20,5 +23,7 @@ def _collect(source: Source) -> RetinaPlan:
     return plan
 
 
+@CONVERTERS.register("chasedb1")
+@archive_converter("CHASE DB1 (Image_NN{L,R}.jpg, *_1stHO.png)")
 def convert(src: PathLike, dst: PathLike, force: bool = False) -> ConversionSummary:
     return run_retina("CHASE DB1", src, dst, force, _collect, EXPECTED)

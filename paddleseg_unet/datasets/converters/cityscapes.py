@@ -13,6 +13,9 @@ from typing import Dict, List
 import numpy as np
 from tqdm import tqdm
 
+from paddleseg_unet.cvlibs.registry import CONVERTERS
+
+from .common import archive_converter
 from .common import (SPLITS, ConversionError, ConversionSummary, Entry, PathLike, Source,
                      check_destination, decode_image, raise_if_missing, staging, write_bytes,
                      write_lists, write_png)
@@ -43,6 +46,8 @@ def _read_label_ids(entry: Entry, data: bytes) -> np.ndarray:
     return np.asarray(image)
 
 
+@CONVERTERS.register("cityscapes")
+@archive_converter("Cityscapes (leftImg8bit/, gtFine/ labelIds -> 19 trainIds)")
 def convert(src: PathLike, dst: PathLike, force: bool = False) -> ConversionSummary:
     check_destination(src, dst, force)
     with Source(src, exclude=dst) as source:

@@ -21,7 +21,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -502,3 +502,31 @@ def convert_retina(dataset: str, items: Sequence[RetinaItem], dst: PathLike, for
              "vessel_outside_fov": (vessel - vessel_in) / max(vessel, 1)}
     return ConversionSummary(dataset, str(dst), {s: len(v) for s, v in lists.items()},
                              stats, expected, list(skipped), notes)
+
+
+class ArchiveConverter:
+    """A converter from an official download (``SRC``: the extracted folder, a folder of the
+    archives, or one archive) to ``DST``; registered in ``CONVERTERS`` under its dataset
+    name. Every converter offers ``add_arguments(parser)`` and ``run(args)``, which is all
+    ``tools/convert_dataset.py NAME ...`` needs."""
+
+    def __init__(self, fn: Callable[..., "ConversionSummary"], description: str) -> None:
+        self.fn = fn
+        self.description = description
+
+    def __call__(self, src: PathLike, dst: PathLike, force: bool = False) -> "ConversionSummary":
+        return self.fn(src, dst, force=force)
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("src", help="extracted folder, folder of archives, or one archive")
+        parser.add_argument("dst", help="output folder (built atomically)")
+        parser.add_argument("--force", action="store_true", help="replace a non-empty DST")
+
+    def run(self, args: Any) -> "ConversionSummary":
+        return self(args.src, args.dst, force=args.force)
+
+
+def archive_converter(description: str) -> Callable[[Callable[..., "ConversionSummary"]],
+                                                    ArchiveConverter]:
+    """Decorator: ``@CONVERTERS.register("name") @archive_converter("what it reads")``."""
+    return lambda fn: ArchiveConverter(fn, description)

@@ -5,6 +5,9 @@ Official split: images 21..40 (``training/``) train, 01..20 (``test/``) val. Gro
 """
 from __future__ import annotations
 
+from paddleseg_unet.cvlibs.registry import CONVERTERS
+
+from .common import archive_converter
 from .common import (ConversionSummary, PathLike, RetinaItem, RetinaPlan, Source, require,
                      run_retina)
 
@@ -31,5 +34,7 @@ def _collect(source: Source) -> RetinaPlan:
     return plan
 
 
+@CONVERTERS.register("drive")
+@archive_converter("DRIVE (training/, test/ with 1st_manual and mask)")
 def convert(src: PathLike, dst: PathLike, force: bool = False) -> ConversionSummary:
     return run_retina("DRIVE", src, dst, force, _collect, EXPECTED)

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from paddleseg_unet.datasets.image_io import DatasetError, read_image, read_label
 
+from paddleseg_unet.cvlibs.registry import CONVERTERS
 from .common import (SPLITS, ConversionError, ConversionSummary, PathLike, check_destination,
                      decode_image, staging, write_bytes, write_lists, write_png)
 
@@ -645,3 +646,13 @@ def convert_args(args) -> ConversionSummary:
                    mask_suffix=args.mask_suffix, colors=args.colors,
                    ignore_value=args.ignore_value, val_fraction=args.val_fraction,
                    seed=args.seed, val_list=args.val_list, name=args.name)
+
+
+@CONVERTERS.register("folder")
+class FolderConverter:
+    """``tools/convert_dataset.py folder``: your own folders of images and masks."""
+
+    description = "your own folder of images and a folder of masks (see 'folder --help')"
+    add_arguments = staticmethod(add_arguments)
+    run = staticmethod(convert_args)
+    __call__ = staticmethod(convert)

@@ -7,6 +7,9 @@ skipped (the public copies lack 11_h, 12_h and 13_h).
 """
 from __future__ import annotations
 
+from paddleseg_unet.cvlibs.registry import CONVERTERS
+
+from .common import archive_converter
 from .common import (ConversionSummary, PathLike, RetinaItem, RetinaPlan, Source, require,
                      run_retina)
 
@@ -35,5 +38,7 @@ def _collect(source: Source) -> RetinaPlan:
     return plan
 
 
+@CONVERTERS.register("hrf")
+@archive_converter("HRF (images/, manual1/, mask/)")
 def convert(src: PathLike, dst: PathLike, force: bool = False) -> ConversionSummary:
     return run_retina("HRF", src, dst, force, _collect, EXPECTED)

@@ -6,6 +6,9 @@ val. STARE has no FOV masks: they are derived from the images (see ``derive_fov`
 """
 from __future__ import annotations
 
+from paddleseg_unet.cvlibs.registry import CONVERTERS
+
+from .common import archive_converter
 from .common import ConversionSummary, PathLike, RetinaPlan, Source, run_retina
 
 LABELLED = ("im0001", "im0002", "im0003", "im0004", "im0005", "im0044", "im0077", "im0081",
@@ -30,5 +33,7 @@ def _collect(source: Source) -> RetinaPlan:
     return plan
 
 
+@CONVERTERS.register("stare")
+@archive_converter("STARE (stare-images/, labels-ah/)")
 def convert(src: PathLike, dst: PathLike, force: bool = False) -> ConversionSummary:
     return run_retina("STARE", src, dst, force, _collect, EXPECTED)
