@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import yaml
 
 from paddleseg_unet.cvlibs.registry import (DATASETS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS,
-                                            TRANSFORMS, Registry)
+                                            TRANSFORMS, ConfigError, Registry)
 from paddleseg_unet.utils.io import atomic_write
 
 BASE_KEY = "_base_"
@@ -57,10 +57,7 @@ SECTION_REGISTRIES: Dict[str, Registry] = {
     "lr_scheduler": LR_SCHEDULERS,
 }
 ALL_REGISTRIES = (MODELS, LOSSES, DATASETS, TRANSFORMS, OPTIMIZERS, LR_SCHEDULERS)
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the file and the key."""
+__all__ = ["Config", "ConfigError", "load_config", "parse_value", "dataset_num_classes"]
 
 
 # ----------------------------------------------------------------------------- loading

@@ -27,6 +27,21 @@ class RegistryError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key. (Defined here,
+    re-exported by cvlibs.config, so that ``build`` can raise it for rejected values.)"""
+
+
+class ComponentArgumentError(ValueError):
+    """A constructor argument a component rejects. Components raise it (or a plain
+    ValueError/TypeError) with a message saying what is wrong; ``argument`` names the
+    argument so that ``build`` can point at its config key."""
+
+    def __init__(self, message: str, argument: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
 class Registry:
     """A name -> class (or factory function) table for one kind of component."""
 
@@ -94,8 +109,11 @@ def build(
     """Instantiate ``cfg['type']`` from ``registry`` with the remaining keys as arguments.
 
     ``where`` names the config file and key the dict came from; it is carried into every
-    error so a user knows which line of which file to fix. ``extra`` keyword arguments are
-    passed to the constructor and win over the dict's own values.
+    error so a user knows which line of which file to fix. A ValueError/TypeError from the
+    constructor comes back as a ConfigError prefixed with ``where`` (and, for a
+    ComponentArgumentError, the argument: ``file: train_dataset.transforms[1].crop_size``).
+    ``extra`` keyword arguments are passed to the constructor and win over the dict's own
+    values.
     """
     if not _is_spec(cfg):
         raise RegistryError(
@@ -116,7 +134,12 @@ def build(
     kwargs.update(extra)
     component = registry.get(cfg["type"], where)
     _check_arguments(component, kwargs, cfg["type"], where)
-    return component(**kwargs)
+    try:
+        return component(**kwargs)
+    except (ValueError, TypeError) as exc:  # a value the constructor rejects
+        argument = getattr(exc, "argument", None)
+        key = f"{where}.{argument}" if where and argument else where or cfg["type"]
+        raise ConfigError(f"{key}: {exc}") from exc
 
 
 def _check_arguments(component: Callable[..., Any], kwargs: Dict[str, Any], type_name: str,
