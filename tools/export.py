@@ -18,7 +18,8 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_unet.utils.cli import add_config_args, add_model_path_arg, apply_model_path, run_cli  # noqa: E402
+from paddleseg_unet.utils.cli import (add_config_args, add_model_path_arg, apply_model_path,  # noqa: E402
+                                      check_args, run_cli)
 
 CHECK_TOLERANCE = 1e-4
 
@@ -47,6 +48,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    check_args(args)  # flags, device and output paths, before any work
     from paddleseg_unet.core.backends import verify_export
     from paddleseg_unet.core.export import config_deploy_info, export_model
     from paddleseg_unet.cvlibs.builder import SegBuilder

@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddleseg_unet.core.backends import add_backend_args  # noqa: E402
 from paddleseg_unet.utils.cli import (add_config_args, add_inference_args,  # noqa: E402
-                                      add_model_path_arg, apply_model_path, inference_options,
-                                      run_cli)
+                                      add_model_path_arg, apply_model_path, check_args,
+                                      UsageError, inference_options, run_cli)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -54,6 +54,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    check_args(args)  # flags, device and output paths, before any work
     from paddleseg_unet.core.backends import backend_from_args
     from paddleseg_unet.core.export import config_deploy_info
     from paddleseg_unet.core.predict import PredictError, collect_images, predict
@@ -66,7 +67,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     setup_logger()
     if args.config is None and args.model_dir is None:
-        raise SystemExit("error: give --config (with --model_path), or --model_dir with an "
+        raise UsageError("give --config (with --model_path), or --model_dir with an "
                          "exported model")
     cfg = load_config(args.config, opts=args.opts, purpose="model") if args.config else None
     setup_device(args.device, args.num_threads)

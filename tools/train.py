@@ -12,7 +12,8 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_unet.utils.cli import add_config_args, add_inference_args, inference_options, run_cli  # noqa: E402
+from paddleseg_unet.utils.cli import (add_config_args, add_inference_args, check_args,  # noqa: E402
+                                      inference_options, run_cli)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -52,6 +53,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    check_args(args)  # flags, device and output paths, before any work
     import paddle
 
     from paddleseg_unet.core.evaluate import evaluate

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddleseg_unet.core.backends import add_backend_args  # noqa: E402
 from paddleseg_unet.utils.cli import (add_config_args, add_inference_args, add_model_path_arg,  # noqa: E402
-                                      apply_model_path, inference_options, run_cli)
+                                      apply_model_path, check_args, inference_options, run_cli)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -45,6 +45,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    check_args(args)  # flags, device and output paths, before any work
     import paddle
 
     from paddleseg_unet.core.backends import backend_from_args, exported_val_dataset

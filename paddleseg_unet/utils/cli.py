@@ -10,6 +10,37 @@ from typing import Any, Callable, Dict, List, Optional
 DEBUG_ENV = "PADDLESEG_UNET_DEBUG"
 
 
+class UsageError(ValueError):
+    """A command-line value that cannot work; the message names the flag and what to do."""
+
+
+# Integer flags shared by the tools and their smallest value (argparse's type=int takes
+# any int; train-only flags are checked by core.train.TrainOptions.check).
+_MIN_INT_FLAGS = {"num_workers": (0, "data loader processes; 0 loads in the main process"),
+                  "num_threads": (1, "or leave it out: OMP_NUM_THREADS, else every core"),
+                  "slide_batch": (1, "windows per forward pass of --is_slide")}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """What can be refused from the flags alone, before any config, data or model is
+    loaded: integer ranges, the device, and that ``--save_dir`` / ``--save_json`` can be
+    written (so a long run cannot end unable to save its results). One line each."""
+    from paddleseg_unet.utils.io import check_writable_dir, check_writable_file
+
+    for name, (low, hint) in _MIN_INT_FLAGS.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            raise UsageError(f"--{name} {value}: must be an integer >= {low} ({hint})")
+    if getattr(args, "save_dir", None):
+        check_writable_dir(args.save_dir, "--save_dir")
+    if getattr(args, "save_json", None):
+        check_writable_file(args.save_json, "--save_json")
+    if getattr(args, "device", None):
+        from paddleseg_unet.utils.device import check_device
+
+        check_device(args.device)
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML config file (see configs/)")
     parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE",
@@ -36,7 +67,7 @@ def apply_model_path(model: Any, model_path: Optional[str], pretrained: Optional
 
         load_weights(model, model_path, strict=strict)
     elif not pretrained:
-        raise SystemExit("error: give --model_path (a file, URL or zoo name) or set "
+        raise UsageError("give --model_path (a file, URL or zoo name) or set "
                          "model.pretrained in the config; random weights would be meaningless")
 
 
@@ -77,12 +108,32 @@ def inference_options(args: argparse.Namespace, test_config: Optional[Dict[str, 
             options[key] = value
     options["slide_batch"] = args.slide_batch
     options["aug_average"] = args.aug_average
+    _warn_unused_flags(args, options)
     if options["is_slide"] and (options["crop_size"] is None or options["stride"] is None):
-        raise SystemExit("error: --is_slide needs --crop_size W H and --stride W H "
+        raise UsageError("--is_slide needs --crop_size W H and --stride W H "
                          "(or test_config.crop_size / stride in the config)")
     if isinstance(options["scales"], (int, float)):
         options["scales"] = [float(options["scales"])]
     return options
+
+
+def _warn_unused_flags(args: argparse.Namespace, options: Dict[str, Any]) -> None:
+    """PaddleSeg ignores window flags without --is_slide and flip/scale flags without
+    --aug_eval, silently; we accept them too (scripts keep working) but say so."""
+    from paddleseg_unet.utils.logger import logger
+
+    unused = []
+    if not options["is_slide"]:
+        unused += [(f"--{k}", "--is_slide") for k in ("crop_size", "stride")
+                   if getattr(args, k) is not None]
+    if not options["aug_eval"]:
+        unused += [(flag, "--aug_eval") for flag, given in (
+            ("--scales", args.scales != [1.0]), ("--flip_horizontal", args.flip_horizontal),
+            ("--flip_vertical", args.flip_vertical)) if given]
+    for needed in dict.fromkeys(n for _, n in unused):
+        flags = [f for f, n in unused if n == needed]
+        logger.warning(f"{'/'.join(flags)} given without {needed}: ignored (add {needed} to "
+                       f"use {'it' if len(flags) == 1 else 'them'})")
 
 
 def run_cli(main: Callable[[Optional[List[str]]], Any], argv: Optional[List[str]] = None) -> int:
