@@ -31,8 +31,11 @@ def home(tmp_path, monkeypatch):
 
 
 def run(capsys, tool, *argv):
+    from paddleseg_unet.utils.logger import setup_logger
+
     code = run_cli(load_tool(tool).main, list(argv))
     captured = capsys.readouterr()
+    setup_logger()  # the tool bound the logger to the captured stdout
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     return code, errors, captured
 
