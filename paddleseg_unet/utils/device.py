@@ -42,9 +42,11 @@ def check_device(device: str) -> str:
         raise DeviceError(f"--device must be cpu, gpu or auto, got {device!r}")
     has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     if device == "gpu" and not has_gpu:
-        build = "sees no GPU" if paddle.device.is_compiled_with_cuda() else "is CPU-only"
-        raise DeviceError(f"--device gpu: this Paddle build {build}; use --device cpu, or "
-                          f"install paddlepaddle-gpu (pip install -e .[gpu]) on a CUDA machine")
+        if paddle.device.is_compiled_with_cuda():
+            raise DeviceError("--device gpu: Paddle was built with CUDA but sees no GPU (check "
+                              "the driver and CUDA_VISIBLE_DEVICES); or use --device cpu")
+        raise DeviceError("--device gpu: this Paddle build is CPU-only; use --device cpu, or "
+                          "install paddlepaddle-gpu (pip install -e .[gpu]) on a CUDA machine")
     return "gpu" if device == "gpu" or (device == "auto" and has_gpu) else "cpu"
 
 
