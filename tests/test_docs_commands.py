@@ -115,7 +115,8 @@ def setup_extras() -> set:
 
 
 def check_pip(words: List[str]) -> None:
-    assert words[:4] == ["pip", "install", "-e"] + words[3:4], words
+    assert words[:3] == ["pip", "install", "-e"] and len(words) == 4, \
+        f"{' '.join(words)}: expected pip install -e \".[extras]\""
     target = words[3]
     match = re.fullmatch(r"\.(?:\[([\w,]+)\])?", target)
     assert match, f"pip install -e {target}: expected .[extras]"
