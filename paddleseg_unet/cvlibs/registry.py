@@ -123,12 +123,12 @@ def build(
     kwargs = {k: v for k, v in cfg.items() if k != "type"}
     for key, value in list(kwargs.items()):
         sub_registry = child_registries.get(key, registry)
-        sub_where = f"{where}.{key}" if where else key
+        sub_where = _below(where, key)
         if _is_spec(value):
             kwargs[key] = build(value, sub_registry, sub_where, child_registries)
         elif isinstance(value, list) and value and all(_is_spec(v) for v in value):
             kwargs[key] = [
-                build(v, sub_registry, f"{sub_where}[{i}]", child_registries)
+                build(v, sub_registry, _below(sub_where, f"[{i}]"), child_registries)
                 for i, v in enumerate(value)
             ]
     kwargs.update(extra)
@@ -138,8 +138,18 @@ def build(
         return component(**kwargs)
     except (ValueError, TypeError) as exc:  # a value the constructor rejects
         argument = getattr(exc, "argument", None)
-        key = f"{where}.{argument}" if where and argument else where or cfg["type"]
+        key = _below(where, argument) if where and argument else where or cfg["type"]
         raise ConfigError(f"{key}: {exc}") from exc
+
+
+def _below(where: str, part: str) -> str:
+    """``where`` of a key (``part``) or list index (``[i]``) below ``where``; a
+    cvlibs.config.Where names the file that set that key."""
+    if hasattr(where, "child"):
+        return where.child(part)
+    if not where:
+        return part
+    return f"{where}{'' if part.startswith('[') else '.'}{part}"
 
 
 def _check_arguments(component: Callable[..., Any], kwargs: Dict[str, Any], type_name: str,

@@ -102,7 +102,21 @@ def test_rejected_component_value_names_file_and_key(capsys, tmp_path, home, opt
     code, errors, captured = run(capsys, "train", "--config", QUICK, "--save_dir", str(out),
                                  "--iters", "1", "--device", "cpu", "--opts", *TINY, opt)
     assert code == 1 and "Traceback" not in captured.err
-    assert errors == [f"error: {QUICK}: {key}: {problem}"]
+    assert errors == [f"error: --opts: {key}: {problem}"]  # where the value came from
+    assert "[TRAIN]" not in captured.out and not list(out.glob("iter_*"))
+
+
+def test_rejected_value_names_the_file_that_set_it(capsys, tmp_path, home):
+    # base.yml sets the bad width; child.yml (the --config) only touches another model key.
+    base, child = tmp_path / "base.yml", tmp_path / "child.yml"
+    base.write_text(f"_base_: {QUICK}\nmodel:\n  base_channels: 0\n")
+    child.write_text("_base_: base.yml\nmodel:\n  num_classes: 2\n")
+    out = tmp_path / "out"
+    code, errors, captured = run(capsys, "train", "--config", str(child), "--save_dir", str(out),
+                                 "--iters", "1", "--device", "cpu", "--opts", *TINY[:4])
+    assert code == 1
+    assert errors == [f"error: {base}: model.base_channels: UNet: base_channels must be a "
+                      f"positive integer, got 0"]
     assert "[TRAIN]" not in captured.out and not list(out.glob("iter_*"))
 
 
