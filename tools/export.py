@@ -19,7 +19,7 @@ from typing import List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddleseg_unet.apis.cli import (add_config_args, add_model_path_arg,  # noqa: E402
-                                     apply_model_path, run_cli, start)
+                                     apply_model_path, check_args, run_cli, start)
 
 CHECK_TOLERANCE = 1e-4
 
@@ -48,6 +48,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    check_args(args)  # flags, device and output paths, before any work
     from paddleseg_unet.core.backends import verify_export
     from paddleseg_unet.core.export import export_model
     from paddleseg_unet.utils.logger import logger

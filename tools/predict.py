@@ -21,8 +21,9 @@ from typing import List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddleseg_unet.core.backends import add_backend_args  # noqa: E402
-from paddleseg_unet.apis.cli import (add_config_args, add_inference_args,  # noqa: E402
-                                     add_model_path_arg, apply_model_path, inference_options,
+from paddleseg_unet.apis.cli import (UsageError, add_config_args,  # noqa: E402
+                                     add_inference_args, add_model_path_arg,
+                                     apply_model_path, check_args, inference_options,
                                      run_cli, start)
 
 
@@ -54,6 +55,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    check_args(args)  # flags, device and output paths, before any work
     from paddleseg_unet.core.backends import backend_from_args
     from paddleseg_unet.core.predict import PredictError, collect_images, predict
     from paddleseg_unet.datasets import SegDataset
@@ -63,7 +65,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from paddleseg_unet.utils.visualize import get_color_map
 
     if args.config is None and args.model_dir is None:
-        raise SystemExit("error: give --config (with --model_path), or --model_dir with an "
+        raise UsageError("give --config (with --model_path), or --model_dir with an "
                          "exported model")
     if args.config is not None:
         cfg, builder = start(args, purpose="model")

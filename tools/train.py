@@ -13,7 +13,7 @@ from typing import List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddleseg_unet.apis.cli import (add_config_args, add_inference_args,  # noqa: E402
-                                     inference_options, run_cli, start)
+                                     check_args, inference_options, run_cli, start)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -56,6 +56,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    check_args(args)  # flags, device and output paths, before any work
     import paddle
 
     from paddleseg_unet.core.evaluate import EvalOptions, evaluate

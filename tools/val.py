@@ -18,8 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddleseg_unet.core.backends import add_backend_args  # noqa: E402
 from paddleseg_unet.apis.cli import (add_config_args, add_inference_args,  # noqa: E402
-                                     add_model_path_arg, apply_model_path, inference_options,
-                                     run_cli, start)
+                                     add_model_path_arg, apply_model_path, check_args,
+                                     inference_options, run_cli, start)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -56,6 +56,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    check_args(args)  # flags, device and output paths, before any work
     import paddle
 
     from paddleseg_unet.core.backends import backend_from_args

@@ -11,6 +11,40 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 DEBUG_ENV = "PADDLESEG_UNET_DEBUG"
 
 
+class UsageError(ValueError):
+    """A command-line value that cannot work; the message names the flag and what to do."""
+
+
+# Integer flags shared by the tools and their smallest value (argparse's type=int takes
+# any int; train-only flags are checked by core.train.TrainOptions.check).
+_MIN_INT_FLAGS = {"num_workers": (0, "data loader processes; 0 loads in the main process"),
+                  "num_threads": (1, "or leave it out: OMP_NUM_THREADS, else every core"),
+                  "slide_batch": (1, "windows per forward pass of --is_slide")}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """What can be refused from the flags alone, before any config, data or model is
+    loaded: integer ranges, the device, and that ``--save_dir`` / ``--save_json`` can be
+    written (so a long run cannot end unable to save its results). One line each."""
+    from paddleseg_unet.utils.io import check_writable_dir, check_writable_file
+
+    for name, (low, hint) in _MIN_INT_FLAGS.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            raise UsageError(f"--{name} {value}: must be an integer >= {low} ({hint})")
+    if getattr(args, "save_dir", None):
+        check_writable_dir(args.save_dir, "--save_dir")
+    for flag in ("save_json", "per_image"):
+        if getattr(args, flag, None):
+            check_writable_file(getattr(args, flag), f"--{flag}")
+    if getattr(args, "curves", None):
+        check_writable_dir(args.curves, "--curves")
+    if getattr(args, "device", None):
+        from paddleseg_unet.utils.device import check_device
+
+        check_device(args.device)
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML config file (see configs/)")
     parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE",
@@ -37,7 +71,7 @@ def apply_model_path(model: Any, model_path: Optional[str], pretrained: Optional
 
         load_weights(model, model_path, strict=strict)
     elif not pretrained:
-        raise SystemExit("error: give --model_path (a file, URL or zoo name) or set "
+        raise UsageError("give --model_path (a file, URL or zoo name) or set "
                          "model.pretrained in the config; random weights would be meaningless")
 
 
@@ -78,8 +112,12 @@ def inference_options(args: argparse.Namespace, test_config: Optional[Dict[str, 
     """The one ``InferenceOptions`` of a run: the config's ``test_config``, flags on top."""
     from paddleseg_unet.core.infer import InferenceOptions
 
-    return InferenceOptions.build(test_config, aug=args.aug_eval,
-                                  **{k: getattr(args, k) for k in INFERENCE_FLAGS})
+    test_config = dict(test_config or {})
+    options = InferenceOptions.build(test_config, aug=args.aug_eval,
+                                      **{k: getattr(args, k) for k in INFERENCE_FLAGS})
+    aug = args.aug_eval if args.aug_eval is not None else bool(test_config.get("aug_eval"))
+    _warn_unused_flags(args, options.is_slide, aug)
+    return options
 
 
 def start(args: argparse.Namespace, purpose: str, log_file: Optional[str] = None,
@@ -100,6 +138,25 @@ def start(args: argparse.Namespace, purpose: str, log_file: Optional[str] = None
     if paddle.distributed.get_world_size() > 1 and not paddle.distributed.is_initialized():
         paddle.distributed.init_parallel_env()
     return cfg, SegBuilder(cfg)
+
+
+def _warn_unused_flags(args: argparse.Namespace, is_slide: bool, aug: bool) -> None:
+    """PaddleSeg ignores window flags without --is_slide and flip/scale flags without
+    --aug_eval, silently; we accept them too (scripts keep working) but say so."""
+    from paddleseg_unet.utils.logger import logger
+
+    unused = []
+    if not is_slide:
+        unused += [(f"--{k}", "--is_slide") for k in ("crop_size", "stride")
+                   if getattr(args, k) is not None]
+    if not aug:
+        unused += [(f"--{k}", "--aug_eval") for k in ("scales", "flip_horizontal",
+                                                       "flip_vertical")
+                   if getattr(args, k) is not None]
+    for needed in dict.fromkeys(n for _, n in unused):
+        flags = [f for f, n in unused if n == needed]
+        logger.warning(f"{'/'.join(flags)} given without {needed}: ignored (add {needed} to "
+                       f"use {'it' if len(flags) == 1 else 'them'})")
 
 
 def run_cli(main: Callable[[Optional[List[str]]], Any], argv: Optional[List[str]] = None) -> int:

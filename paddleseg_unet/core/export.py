@@ -158,11 +158,15 @@ def export_onnx(model_file: str, params_file: str, onnx_path: str,
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(onnx_path)}")
     try:
-        # onnxoptimizer (a paddle2onnx dependency), not the polygraphy default: polygraphy
-        # tries to pip-install onnx_graphsurgeon from a non-PyPI index at export time.
+        # No post-conversion pass (paddle2onnx's own graph optimizer, enable_optimize, still
+        # runs; ONNX Runtime optimizes the graph again when it loads it). Its "polygraphy"
+        # default pip-installs onnx_graphsurgeon from a non-PyPI index at export time, and
+        # its "onnxoptimizer" pass list names a pass that does not exist
+        # ("eliminate_nop_cast ", paddle2onnx 2.1), so it always fails and logs "Skip
+        # onnxoptimizer".
         paddle2onnx.export(model_file, params_file, tmp, opset_version=opset_version,
                            auto_upgrade_opset=True, enable_onnx_checker=True,
-                           optimize_tool="onnxoptimizer")
+                           enable_optimize=True, optimize_tool="none")
         # paddle2onnx logs conversion errors instead of raising them.
         if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
             raise ExportError(f"paddle2onnx did not produce {onnx_path}; see its log above "

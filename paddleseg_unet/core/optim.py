@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, Optional, Union
 import paddle
 from paddle.optimizer.lr import LRScheduler
 
-from paddleseg_unet.cvlibs.errors import ConfigError
+from paddleseg_unet.cvlibs.errors import ComponentArgumentError, ConfigError
 from paddleseg_unet.cvlibs.registry import GRAD_CLIPS, LR_SCHEDULERS, OPTIMIZERS, build
 
 # PaddleSeg's grad_clip_cfg names Paddle's clip classes; a new clip is one registration.
@@ -41,8 +41,9 @@ def _number(owner: str, name: str, value: Any, minimum: float = 0.0, integer: bo
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or (
             value <= minimum if strict else value < minimum):
         bound = f"{'>' if strict else '>='} {minimum:g}"
-        raise ValueError(f"{owner}: {name} must be {'an integer' if integer else 'a number'} "
-                         f"{bound}, got {value!r}")
+        raise ComponentArgumentError(f"{owner}: {name} must be "
+                                     f"{'an integer' if integer else 'a number'} {bound}, "
+                                     f"got {value!r}", name)
     return int(value) if integer else float(value)
 
 
@@ -185,10 +186,7 @@ def build_lr_scheduler(cfg: Dict[str, Any], iters: int, where: str = "lr_schedul
     steps_arg = getattr(scheduler_cls, "steps_arg", "")
     if steps_arg and cfg.get(steps_arg) is None:
         cfg[steps_arg] = max(iters - _int_or_zero(cfg.get("warmup_iters")), 1)
-    try:
-        return build(cfg, LR_SCHEDULERS, where, **extra)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    return build(cfg, LR_SCHEDULERS, where, **extra)
 
 
 def _int_or_zero(value: Any) -> int:
@@ -300,8 +298,4 @@ def build_optimizer(cfg: Dict[str, Any], parameters: Iterable,
             hint = (" Set it in lr_scheduler.learning_rate (or --learning_rate)."
                     if key == "learning_rate" else "")
             raise ConfigError(f"{where}.{key}: not allowed in the optimizer section.{hint}")
-    try:
-        return build(cfg, OPTIMIZERS, where, parameters=parameters,
-                     learning_rate=lr_scheduler)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    return build(cfg, OPTIMIZERS, where, parameters=parameters, learning_rate=lr_scheduler)

@@ -13,6 +13,7 @@ import copy
 import difflib
 import math
 import os
+import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
@@ -59,6 +60,7 @@ SECTION_REGISTRIES: Dict[str, Registry] = {
     "lr_scheduler": LR_SCHEDULERS,
 }
 ALL_REGISTRIES = (MODELS, LOSSES, DATASETS, TRANSFORMS, OPTIMIZERS, LR_SCHEDULERS)
+__all__ = ["Config", "ConfigError", "load_config", "parse_value", "dataset_num_classes"]
 
 
 # ----------------------------------------------------------------------------- loading
@@ -153,6 +155,21 @@ def _load_tree(path: str, chain: Tuple[str, ...] = ()) -> Tuple[Dict[str, Any], 
 
 # ----------------------------------------------------------------------------- the object
 
+class Where(str):
+    """The text 'file: key' of ``Config.where``, which can also name a key below it
+    (``child``) by the file that set that key: ``build`` uses it so an error about
+    ``transforms[1].crop_size`` names the file (or ``--opts``) the value came from."""
+
+    def __new__(cls, text: str, config: "Config", key: str) -> "Where":
+        obj = super().__new__(cls, text)
+        obj.config, obj.key = config, key
+        return obj
+
+    def child(self, part: str) -> "Where":
+        """``part`` is a key (``crop_size``) or a list index (``[1]``)."""
+        return self.config.where(self.key + ("" if part.startswith("[") else ".") + part)
+
+
 class Config:
     """A resolved config: plain nested dicts plus where each value came from."""
 
@@ -172,12 +189,14 @@ class Config:
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
 
-    def where(self, dotted_key: str) -> str:
-        """'file: key' for messages: the file that set the key (or the nearest parent)."""
-        key = dotted_key
+    def where(self, dotted_key: str) -> "Where":
+        """'file: key' for messages: the file that set the key (or its nearest parent);
+        ``--opts`` (or another flag) when the command line set it. List items may be
+        written ``transforms[1]`` or ``transforms.1``."""
+        key = re.sub(r"\[(\d+)\]", r".\1", dotted_key)
         while key and key not in self.origins:
             key = key.rpartition(".")[0]
-        return f"{self.origins.get(key, self.path)}: {dotted_key}"
+        return Where(f"{self.origins.get(key, self.path)}: {dotted_key}", self, dotted_key)
 
     @property
     def batch_size(self) -> int:

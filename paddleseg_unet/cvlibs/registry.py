@@ -24,12 +24,7 @@ import importlib
 import inspect
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
-
-class RegistryError(KeyError):
-    """An unknown ``type``, a duplicate registration or a bad constructor argument."""
-
-    def __str__(self) -> str:  # KeyError would wrap the message in quotes
-        return str(self.args[0]) if self.args else ""
+from paddleseg_unet.cvlibs.errors import ComponentArgumentError, ConfigError, RegistryError  # noqa: F401
 
 
 class Registry:
@@ -120,8 +115,11 @@ def build(
     """Instantiate ``cfg['type']`` from ``registry`` with the remaining keys as arguments.
 
     ``where`` names the config file and key the dict came from; it is carried into every
-    error so a user knows which line of which file to fix. ``extra`` keyword arguments are
-    passed to the constructor and win over the dict's own values.
+    error so a user knows which line of which file to fix. A ValueError/TypeError from the
+    constructor comes back as a ConfigError prefixed with ``where`` (and, for a
+    ComponentArgumentError, the argument: ``file: train_dataset.transforms[1].crop_size``).
+    ``extra`` keyword arguments are passed to the constructor and win over the dict's own
+    values.
     """
     if not _is_spec(cfg):
         raise RegistryError(
@@ -131,18 +129,33 @@ def build(
     kwargs = {k: v for k, v in cfg.items() if k != "type"}
     for key, value in list(kwargs.items()):
         sub_registry = child_registries.get(key, registry)
-        sub_where = f"{where}.{key}" if where else key
+        sub_where = _below(where, key)
         if _is_spec(value):
             kwargs[key] = build(value, sub_registry, sub_where, child_registries)
         elif isinstance(value, list) and value and all(_is_spec(v) for v in value):
             kwargs[key] = [
-                build(v, sub_registry, f"{sub_where}[{i}]", child_registries)
+                build(v, sub_registry, _below(sub_where, f"[{i}]"), child_registries)
                 for i, v in enumerate(value)
             ]
     kwargs.update(extra)
     component = registry.get(cfg["type"], where)
     _check_arguments(component, kwargs, cfg["type"], where)
-    return component(**kwargs)
+    try:
+        return component(**kwargs)
+    except (ValueError, TypeError) as exc:  # a value the constructor rejects
+        argument = getattr(exc, "argument", None)
+        key = _below(where, argument) if where and argument else where or cfg["type"]
+        raise ConfigError(f"{key}: {exc}") from exc
+
+
+def _below(where: str, part: str) -> str:
+    """``where`` of a key (``part``) or list index (``[i]``) below ``where``; a
+    cvlibs.config.Where names the file that set that key."""
+    if hasattr(where, "child"):
+        return where.child(part)
+    if not where:
+        return part
+    return f"{where}{'' if part.startswith('[') else '.'}{part}"
 
 
 def _check_arguments(component: Callable[..., Any], kwargs: Dict[str, Any], type_name: str,

@@ -19,6 +19,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from paddleseg_unet.cvlibs.errors import ComponentArgumentError
 from paddleseg_unet.cvlibs.registry import MODELS
 from paddleseg_unet.utils.weights import load_weights
 
@@ -171,7 +172,8 @@ class Decoder(nn.Layer):
 
 def _check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"UNet: {name} must be a positive integer, got {value!r}")
+        raise ComponentArgumentError(f"UNet: {name} must be a positive integer, got {value!r}",
+                                     name)
     return value
 
 
@@ -200,8 +202,9 @@ class UNet(nn.Layer):
         self.in_channels = _check_positive_int("in_channels", in_channels)
         b = _check_positive_int("base_channels", base_channels)
         if use_deconv and b < 2:
-            raise ValueError("UNet: use_deconv needs base_channels >= 2 (the last transposed "
-                             f"conv has base_channels // 2 outputs), got {b}")
+            raise ComponentArgumentError("UNet: use_deconv needs base_channels >= 2 (the last "
+                                         f"transposed conv has base_channels // 2 outputs), "
+                                         f"got {b}", "base_channels")
         self.align_corners = bool(align_corners)
         self.use_deconv = bool(use_deconv)
         widths = [b, 2 * b, 4 * b, 8 * b]

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from paddleseg_unet.cvlibs.errors import ComponentArgumentError
 from paddleseg_unet.cvlibs.registry import TRANSFORMS, build
 from paddleseg_unet.transforms import functional as F
 
@@ -48,8 +49,8 @@ class _Transform:
 
     random = False  # True for transforms that draw from ``rng``
 
-    def _error(self, arg: str, problem: str) -> ValueError:
-        return ValueError(f"{type(self).__name__}: {arg} {problem}")
+    def _error(self, arg: str, problem: str) -> ComponentArgumentError:
+        return ComponentArgumentError(f"{type(self).__name__}: {arg} {problem}", arg)
 
     def _size_wh(self, arg: str, value: SizeArg) -> Tuple[int, int]:
         """A user size (an int, or (w, h)) as (w, h) of positive ints."""

@@ -32,16 +32,28 @@ def _positive_int(text: Optional[str]) -> Optional[int]:
     return int(text) if text and text.isdigit() and int(text) > 0 else None
 
 
+class DeviceError(ValueError):
+    """A device that cannot be used here; the message says what to use instead."""
+
+
+def check_device(device: str) -> str:
+    """The device ``device`` (cpu, gpu or auto) resolves to, or a DeviceError."""
+    if device not in ("auto", "cpu", "gpu"):
+        raise DeviceError(f"--device must be cpu, gpu or auto, got {device!r}")
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device == "gpu" and not has_gpu:
+        if paddle.device.is_compiled_with_cuda():
+            raise DeviceError("--device gpu: Paddle was built with CUDA but sees no GPU (check "
+                              "the driver and CUDA_VISIBLE_DEVICES); or use --device cpu")
+        raise DeviceError("--device gpu: this Paddle build is CPU-only; use --device cpu, or "
+                          "install paddlepaddle-gpu (pip install -e .[gpu]) on a CUDA machine")
+    return "gpu" if device == "gpu" or (device == "auto" and has_gpu) else "cpu"
+
+
 def setup_device(device: str = "auto", num_threads: Optional[int] = None) -> str:
     """Select ``cpu``/``gpu`` (``auto``: a GPU when Paddle was built with CUDA and one is
     visible), set the CPU thread count, and return the device name Paddle reports."""
-    if device not in ("auto", "cpu", "gpu"):
-        raise ValueError(f"--device must be cpu, gpu or auto, got {device!r}")
-    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if device == "gpu" and not has_gpu:
-        raise RuntimeError("--device gpu was asked for, but this Paddle build sees no CUDA GPU "
-                           "(install paddlepaddle-gpu: pip install -e .[gpu]); use --device cpu")
-    chosen = "gpu" if device == "gpu" or (device == "auto" and has_gpu) else "cpu"
+    chosen = check_device(device)
     if chosen == "gpu":
         rank_gpu = int(os.environ.get("FLAGS_selected_gpus", "0").split(",")[0] or 0)
         paddle.set_device(f"gpu:{rank_gpu}")

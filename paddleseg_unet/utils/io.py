@@ -8,6 +8,52 @@ import tempfile
 from typing import IO, Iterator, Optional
 
 
+class OutputPathError(Exception):
+    """An output folder or file that cannot be written; the message names it and what to do."""
+
+
+def check_writable_dir(path: str, what: str = "output folder") -> None:
+    """Create the folder ``path`` if missing and prove that a file can be written in it, so
+    a run fails at once (not after its work) when its outputs could not be saved. A real
+    write is the only test that holds for root, read-only mounts and full disks alike."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputPathError(f"{what} {path} is an existing file, not a folder; give a folder "
+                              f"path (it is created if missing)")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        blocker = _existing_file_on_the_way(path)
+        reason = (f"{blocker} is a file, not a folder" if blocker
+                  else exc.strerror or type(exc).__name__)
+        raise OutputPathError(f"{what} {path} cannot be written ({reason}); give a folder "
+                              f"you can write to") from None
+
+
+def check_writable_file(path: str, what: str = "output file") -> None:
+    """``path`` can be (over)written: it is not a folder and its folder is writable."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise OutputPathError(f"{what} {path} is a folder; give a file path, e.g. "
+                              f"{os.path.join(path, 'metrics.json')}")
+    check_writable_dir(os.path.dirname(os.path.abspath(path)), f"{what} {path}: its folder")
+
+
+def _existing_file_on_the_way(path: str) -> Optional[str]:
+    """The first existing non-folder among ``path``'s parents (the reason makedirs fails)."""
+    current = os.path.abspath(path)
+    while True:
+        if os.path.exists(current) and not os.path.isdir(current):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
 def _default_file_mode() -> int:
     # mkstemp creates 0600 files; results should get the permissions any new file gets.
     umask = os.umask(0)

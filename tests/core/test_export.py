@@ -209,6 +209,16 @@ def test_val_tool_with_onnxruntime_matches_eager(workspace, logits_export, argma
                   argmax_export, "--device", "cpu"])
 
 
+def test_onnx_export_asks_for_no_failing_optimizer_pass(workspace, tmp_path, capfd):
+    out = tmp_path / "softmax"
+    export_model(workspace["model"], str(out), num_classes=2, output_op="softmax", onnx=True,
+                 transforms=[{"type": "Normalize"}])
+    printed = "".join(capfd.readouterr())
+    assert os.path.getsize(out / "model.onnx") > 0
+    for text in ("Fail to optimize", "Skip onnxoptimizer", "Fail to fold", "Skip folding"):
+        assert text not in printed
+
+
 def test_backend_and_export_errors(workspace, tmp_path, logits_export):
     with pytest.raises(BackendError, match="exported model"):
         build_backend("onnxruntime", workspace["model"])

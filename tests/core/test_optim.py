@@ -130,7 +130,7 @@ def test_scheduler_state_dict_resumes_exactly(cfg):
 
 
 def test_schedule_config_errors():
-    with pytest.raises(ConfigError, match=r"d.yml: lr_scheduler: PolynomialDecay: power"):
+    with pytest.raises(ConfigError, match=r"d.yml: lr_scheduler.power: PolynomialDecay: power"):
         build_lr_scheduler({"type": "PolynomialDecay", "learning_rate": 0.01, "power": 0},
                            100, "d.yml: lr_scheduler")
     with pytest.raises(ConfigError, match=r"learning_rate must be a number"):
@@ -262,7 +262,7 @@ def test_optimizer_config_errors():
     param = [make_param()]
     with pytest.raises(ConfigError, match=r"o.yml: optimizer.learning_rate: not allowed"):
         build_optimizer({"type": "SGD", "learning_rate": 0.1}, param, 0.1, "o.yml: optimizer")
-    with pytest.raises(ConfigError, match=r"o.yml: optimizer: SGD: weight_decay"):
+    with pytest.raises(ConfigError, match=r"o.yml: optimizer.weight_decay: SGD: weight_decay"):
         build_optimizer({"type": "SGD", "weight_decay": "4e-5"}, param, 0.1,
                         "o.yml: optimizer")
     with pytest.raises(RegistryError, match=r"does not take 'momentun'.*'momentum'"):

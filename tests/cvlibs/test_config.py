@@ -103,6 +103,12 @@ def test_command_line_overrides(tmp_path):
     assert cfg["train_dataset"]["transforms"][0]["type"] == "Resize"
     assert cfg["optimizer"]["momentum"] == 0.8
     assert cfg.where("optimizer.momentum") == "--opts: optimizer.momentum"
+    # List items in either spelling; a key below an overridden one keeps its override.
+    assert cfg.where("train_dataset.transforms[0].type") == \
+        "--opts: train_dataset.transforms[0].type"
+    assert cfg.where("train_dataset").child("transforms").child("[0]").child("type") == \
+        "--opts: train_dataset.transforms[0].type"
+    assert cfg.where("train_dataset").child("mode") == f"{path}: train_dataset.mode"
 
 
 @pytest.mark.parametrize("opt, message", [

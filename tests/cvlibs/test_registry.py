@@ -1,6 +1,7 @@
 import pytest
 
-from paddleseg_unet.cvlibs.registry import Registry, RegistryError, build, build_list
+from paddleseg_unet.cvlibs.registry import (ComponentArgumentError, ConfigError, Registry,
+                                            RegistryError, build, build_list)
 
 
 @pytest.fixture()
@@ -62,6 +63,37 @@ def test_nested_unknown_type_names_the_nested_key(registries):
         build({"type": "Bike", "front": 1, "wheels": [{"type": "Wheel", "size": 1},
                                                         {"type": "Whee", "size": 2}]},
               parts, where="bike.yml: model")
+
+
+def test_rejected_values_name_the_file_and_key_path():
+    parts = Registry("parts")
+
+    @parts.register()
+    class Wheel:
+        def __init__(self, size, spokes=32):
+            if not isinstance(size, int) or size <= 0:
+                raise ComponentArgumentError(f"Wheel: size must be a positive int, got "
+                                             f"{size!r}", "size")
+            if spokes % 2:
+                raise ValueError("Wheel: an odd number of spokes")
+
+    @parts.register()
+    class Bike:
+        def __init__(self, wheels=()):
+            self.wheels = wheels
+
+    with pytest.raises(ConfigError) as err:
+        build({"type": "Bike", "wheels": [{"type": "Wheel", "size": 1},
+                                          {"type": "Wheel", "size": [0]}]},
+              parts, where="bike.yml: model")
+    assert str(err.value) == ("bike.yml: model.wheels[1].size: Wheel: size must be a "
+                              "positive int, got [0]")
+    # A plain ValueError (or TypeError) does not say which argument: the component's key.
+    with pytest.raises(ConfigError) as err:
+        build({"type": "Wheel", "size": 2, "spokes": 3}, parts, where="bike.yml: model")
+    assert str(err.value) == "bike.yml: model: Wheel: an odd number of spokes"
+    with pytest.raises(ConfigError, match=r"^bike.yml: model: .*size"):
+        build({"type": "Wheel"}, parts, where="bike.yml: model")  # missing argument
 
 
 def test_unknown_argument_is_refused_with_suggestion(registries):

@@ -30,7 +30,12 @@ STARE_ALL = ["im0001", "im0002", "im0003", "im0004", "im0005", "im0044", "im0077
              "im0255", "im0291", "im0319", "im0324"]
 CHASE_TRAIN = [f"Image_{n:02d}{e}" for n in range(1, 11) for e in "LR"]
 CHASE_VAL = [f"Image_{n:02d}{e}" for n in range(11, 15) for e in "LR"]
-HRF_SUBSET = [f"{n:02d}_{c}" for n in (1, 2, 3) for c in ("dr", "g", "h")]
+# The full HRF set: NN 01..15 of each category; 01..05 train, the rest test. The public
+# copies have no label for 11_h, 12_h, 13_h.
+HRF_UNLABELLED = ["11_h", "12_h", "13_h"]
+HRF_ALL = sorted(f"{n:02d}_{c}" for n in range(1, 16) for c in ("dr", "g", "h"))
+HRF_TRAIN = [n for n in HRF_ALL if int(n[:2]) <= 5]
+HRF_VAL = [n for n in HRF_ALL if int(n[:2]) > 5 and n not in HRF_UNLABELLED]
 # Cityscapes labelId -> trainId, by class name (cityscapesScripts' labels.py); others 255.
 CITYSCAPES_CLASSES = {
     "road": (7, 0), "sidewalk": (8, 1), "building": (11, 2), "wall": (12, 3),
@@ -164,14 +169,17 @@ def test_hrf_real(tmp_path):
     src = data_dir("HRF")
     dst = tmp_path / "out"
     summary = convert("hrf", src, dst)
-    assert summary.counts == {"train": 9, "val": 0} and summary.skipped == []
-    frac = check_retina(dst, HRF_SUBSET, [])
+    assert len(HRF_TRAIN) == 15 and len(HRF_VAL) == 27
+    assert summary.counts == {"train": 15, "val": 27}
+    assert summary.skipped == [f"{n}: no label file manual1/{n}.tif" for n in HRF_UNLABELLED]
+    assert all(f"  skipped {n}: no label file" in summary.format() for n in HRF_UNLABELLED)
+    frac = check_retina(dst, HRF_TRAIN, HRF_VAL)
     assert abs(frac["fov"] - 0.09) < 0.02
-    assert (dst / "val_list.txt").read_text() == ""
-    assert np.array_equal(load(dst / "annotations/train/02_g.png"),
-                          load(src / "manual1/02_g.tif") > 0)
-    assert np.array_equal(load(dst / "fov/train/02_g.png"),
-                          load(src / "mask/02_g_mask.tif").max(axis=2) > 0)
+    for split, name in (("train", "02_g"), ("val", "14_h")):
+        assert np.array_equal(load(dst / f"annotations/{split}/{name}.png"),
+                              load(src / f"manual1/{name}.tif") > 0)
+        assert np.array_equal(load(dst / f"fov/{split}/{name}.png"),
+                              load(src / f"mask/{name}_mask.tif").max(axis=2) > 0)
 
 
 def test_cityscapes_real(tmp_path):

@@ -254,7 +254,7 @@ def test_build_loss_config_errors_name_the_key():
         build_loss({"types": [{"type": "DiceLos"}], "coef": [1]}, "a.yml: loss")
     with pytest.raises(RegistryError, match=r"a.yml: loss.types\[0\].*does not take 'smoth'"):
         build_loss({"types": [{"type": "DiceLoss", "smoth": 1}], "coef": [1]}, "a.yml: loss")
-    with pytest.raises(ConfigError, match=r"a.yml: loss.types\[0\]: DiceLoss: smooth"):
+    with pytest.raises(ConfigError, match=r"a.yml: loss.types\[0\].smooth: DiceLoss: smooth"):
         build_loss({"types": [{"type": "DiceLoss", "smooth": -1}], "coef": [1]}, "a.yml: loss")
 
 

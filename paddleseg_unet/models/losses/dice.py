@@ -10,6 +10,7 @@ from __future__ import annotations
 import paddle
 import paddle.nn.functional as F
 
+from paddleseg_unet.cvlibs.errors import ComponentArgumentError
 from paddleseg_unet.cvlibs.registry import LOSSES
 from paddleseg_unet.models.losses.cross_entropy import prepare_label
 
@@ -21,7 +22,8 @@ class DiceLoss(paddle.nn.Layer):
     def __init__(self, smooth: float = 1.0, ignore_index: int = 255) -> None:
         super().__init__()
         if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or smooth < 0:
-            raise ValueError(f"DiceLoss: smooth must be a non-negative number, got {smooth!r}")
+            raise ComponentArgumentError(f"DiceLoss: smooth must be a non-negative number, "
+                                         f"got {smooth!r}", "smooth")
         self.smooth = float(smooth)
         self.ignore_index = int(ignore_index)
 

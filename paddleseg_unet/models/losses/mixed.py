@@ -109,11 +109,5 @@ def build_loss(loss_cfg: Dict[str, Any], where: str = "loss") -> LossComputation
         coef = _check_coef(loss_cfg.get("coef"), len(types), f"{where}.coef")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    losses = []
-    for i, spec in enumerate(types):
-        item = f"{where}.types[{i}]"
-        try:
-            losses.append(build(spec, LOSSES, item))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{item}: {exc}") from None
+    losses = [build(spec, LOSSES, f"{where}.types[{i}]") for i, spec in enumerate(types)]
     return LossComputation(losses, coef, where)
