@@ -10,7 +10,12 @@ setup(
                 "compatible with PaddleSeg's configs and weights",
     long_description=long_description,
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["paddleseg_unet", "paddleseg_unet.*"]),
+    # The configs ship inside the package (paddleseg_unet/configs in a wheel), so that
+    # --config takes a name after a plain pip install; a checkout reads configs/ itself.
+    packages=find_packages(include=["paddleseg_unet", "paddleseg_unet.*"])
+    + ["paddleseg_unet.configs"],
+    package_dir={"paddleseg_unet.configs": "configs"},
+    package_data={"paddleseg_unet.configs": ["*.yml", "*/*.yml"]},
     python_requires=">=3.9",
     install_requires=[
         "numpy>=1.23",
@@ -30,5 +35,5 @@ setup(
         # the export tests need the ONNX tools too.
         "test": ["pytest>=7", "scikit-learn>=1.2", "paddle2onnx>=2.0,<3", "onnxruntime>=1.17"],
     },
-    entry_points={},
+    entry_points={"console_scripts": ["paddleseg-unet = paddleseg_unet.apis.commands:main"]},
 )

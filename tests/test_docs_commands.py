@@ -44,6 +44,7 @@ SUBSTITUTIONS = {
     "pip install -e \".[extras]\"": "not run: each extra must exist in setup.py",
     "python -m pytest ... tests": "python -m pytest --collect-only ... tests (no recursion)",
     "tools/train.py": "+ --iters 2 --save_interval 2 --batch_size 2 --log_iters 1",
+    "paddleseg-unet CMD": "the function of the matching tools/*.py (same flags), in-process",
     "tools/{train,val,predict,export}.py --config": f"+ --opts {' '.join(TINY_OPTS)}",
     "--model_path <2-class zoo name>": "--model_path <random width-4 UNet weights>",
 }
@@ -90,6 +91,8 @@ def commands(text: str) -> List[List[str]]:
 
 
 def load_tool(name: str):
+    if not os.path.isfile(os.path.join(REPO, "tools", f"{name}.py")):  # paddleseg-unet only
+        return importlib.import_module(f"paddleseg_unet.apis.commands.{name}")
     spec = importlib.util.spec_from_file_location(f"docs_tool_{name}",
                                                   os.path.join(REPO, "tools", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
@@ -98,7 +101,12 @@ def load_tool(name: str):
 
 
 def tool_argv(words: List[str]) -> Tuple[str, List[str]]:
-    """('train', argv) for any command that runs tools/train.py (also under a launcher)."""
+    """('train', argv) for any command that runs tools/train.py (also under a launcher, and
+    as the installed ``paddleseg-unet train``)."""
+    if words[0] == "paddleseg-unet" and len(words) > 1:
+        from paddleseg_unet.apis.commands import COMMANDS
+        script = COMMANDS.get(words[1], (None, None))[1]
+        return (script[len("tools/"):-len(".py")] if script else words[1]), words[2:]
     for i, word in enumerate(words):
         match = re.fullmatch(r"tools/(\w+)\.py", word)
         if match:
@@ -136,38 +144,32 @@ def check_flags(tool: str, argv: List[str], where: str) -> None:
     argv = [w for w in argv if w not in ("...",)]
     module = load_tool(tool)
     try:
-        if tool == "convert_dataset":  # no parse_args of its own: run it on a missing SRC
-            positional = [i for i, w in enumerate(argv) if not w.startswith("-")]
-            assert len(positional) == 3, f"{where}: expected DATASET SRC DST"
-            argv = list(argv)
-            argv[positional[1]] = "/nonexistent/src"
-            argv[positional[2]] = "/nonexistent/dst"
-            assert module.main(argv) == 1  # argparse errors raise SystemExit instead
-        else:
-            parsers = []
-            real_parse = argparse.ArgumentParser.parse_args
+        parsers = []
+        real_parse = argparse.ArgumentParser.parse_args
 
-            def recording(self, *a, **k):
-                parsers.append(self)
-                return real_parse(self, *a, **k)
-            argparse.ArgumentParser.parse_args = recording
-            try:
-                module.parse_args(argv)
-            finally:
-                argparse.ArgumentParser.parse_args = real_parse
-            # argparse accepts unambiguous prefixes (--flip_h); the docs must spell flags out.
-            known = parsers[0]._option_string_actions
-            inexact = [w for w in argv if w.startswith("--") and w.split("=")[0] not in known]
-            assert not inexact, f"{where}: not the full name of a flag: {inexact}"
+        def recording(self, *a, **k):
+            parsers.append(self)
+            return real_parse(self, *a, **k)
+        argparse.ArgumentParser.parse_args = recording
+        try:
+            module.parse_args(argv)
+        finally:
+            argparse.ArgumentParser.parse_args = real_parse
+        # argparse accepts unambiguous prefixes (--flip_h); the docs must spell flags out.
+        known = parsers[0]._option_string_actions
+        inexact = [w for w in argv if w.startswith("--") and w.split("=")[0] not in known]
+        assert not inexact, f"{where}: not the full name of a flag: {inexact}"
     except SystemExit as exc:
         raise AssertionError(f"{where}: tools/{tool}.py refuses {argv}: exit {exc.code}")
     if "--config" in argv:
         config = argv[argv.index("--config") + 1]
         if config in PLACEHOLDERS:
             return
-        assert os.path.isfile(os.path.join(REPO, config)), f"{where}: no config {config}"
-        from paddleseg_unet.cvlibs.config import load_config
-        load_config(os.path.join(REPO, config), opts=opts_of(argv), purpose=None)
+        from paddleseg_unet.cvlibs.config import load_config, resolve_config
+        path = os.path.join(REPO, config)
+        if not os.path.isfile(path):  # a packaged config's name
+            path = resolve_config(config)
+        load_config(path, opts=opts_of(argv), purpose=None)
 
 
 def small(tool: str, argv: List[str], weights: str) -> List[str]:
@@ -192,6 +194,23 @@ def masked(text: str) -> List[str]:
             for line in text.splitlines() if line.strip()]
 
 
+def write_own_data(folder) -> None:
+    """A user's folder (docs/custom_data.md): JPEG images, NAME_mask.png 0/255 masks."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    for kind in ("images", "masks"):
+        (folder / kind).mkdir(parents=True)
+    yy, xx = np.mgrid[:96, :96]
+    for i in range(10):
+        cy, cx, r = rng.uniform(30, 66), rng.uniform(30, 66), rng.uniform(12, 24)
+        mask = (((yy - cy) ** 2 + (xx - cx) ** 2) < r ** 2).astype(np.uint8)
+        image = rng.integers(0, 90, (96, 96, 3)) + 120 * mask[..., None]
+        cv2.imwrite(str(folder / "images" / f"cell{i:02d}.jpg"), image.astype(np.uint8))
+        cv2.imwrite(str(folder / "masks" / f"cell{i:02d}_mask.png"), mask * 255)
+
+
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory):
     root = tmp_path_factory.mktemp("docs")
@@ -213,6 +232,7 @@ def scratch(tmp_path_factory):
     os.symlink(demo, root / "data" / "DRIVE")
     for name in ("photos", "my_fundus_photos"):
         os.symlink(os.path.join(demo, "images", "val"), root / name)
+    write_own_data(root / "my_data")
     paddle.seed(0)
     weights = str(root / "tiny_unet.pdparams")
     save_pdparams(UNet(num_classes=2, base_channels=4).state_dict(), weights)
@@ -249,8 +269,9 @@ def test_doc_block(scratch, monkeypatch, capsys, doc, line, skip, text, output):
             check_flags(tool, argv, where)
             if skip:
                 continue
-            assert words[:2] == ["python", f"tools/{tool}.py"], \
-                f"{where}: run only as 'python tools/X.py' (or mark the block skipped)"
+            assert words[:2] == ["python", f"tools/{tool}.py"] or words[0] == "paddleseg-unet", \
+                f"{where}: run only as 'python tools/X.py' or 'paddleseg-unet CMD' (or mark " \
+                f"the block skipped)"
             code = run_cli(load_tool(tool).main, small(tool, argv, scratch["weights"]))
             captured = capsys.readouterr()
             assert code == 0, f"{where}: exit {code}\n{captured.out[-3000:]}\n{captured.err[-3000:]}"
@@ -291,5 +312,5 @@ def test_environment_variables_are_documented():
                     text = open(os.path.join(base, name), encoding="utf-8").read()
                     read |= {next(g for g in m.groups() if g) for m in ENV_READ.finditer(text)}
     assert {"PADDLESEG_UNET_HOME", "PADDLESEG_UNET_SHARED_DATA", "FLAGS_selected_gpus"} <= read
-    missing = sorted(v for v in read - {"PYTHONPATH"} if f"`{v}`" not in documented)
+    missing = sorted(v for v in read - {"PYTHONPATH", "PATH"} if f"`{v}`" not in documented)
     assert not missing, f"docs/installation.md does not list {missing}"

@@ -7,50 +7,12 @@ SRC: the extracted folder, a folder holding the downloaded archives, or one arch
 Your own images and masks: ``folder`` (``folder --help``). See docs/datasets.md and
 docs/custom_data.md.
 """
-import argparse
+import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_unet.datasets.converters import CONVERTERS, ConversionError  # noqa: E402
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 1, like conversion errors
-        self.exit(1, f"error: {message} (see --help)\n")
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    names = CONVERTERS.names()
-    if not argv or argv[0] not in names:
-        parser = _Parser(description=__doc__.split("\n\n")[0],
-                         epilog="datasets: " + "; ".join(
-                             f"{n}: {CONVERTERS.get(n).description}" for n in names))
-        parser.add_argument("dataset", choices=names,
-                            help="what to convert; 'NAME --help' lists its arguments")
-        if argv[:1] in (["-h"], ["--help"]):
-            parser.print_help()
-            return 0
-        later = [a for a in argv if a in names]
-        parser.error(f"the first argument names the dataset ({', '.join(names)})"
-                     + (f"; put it first: convert_dataset.py {later[0]} ..." if later else ""))
-    converter = CONVERTERS.get(argv[0])
-    parser = _Parser(prog=f"convert_dataset.py {argv[0]}", description=converter.description)
-    converter.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
-    try:
-        summary = converter.run(args)
-    except ConversionError as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"error: interrupted; {args.dst} was left unchanged", file=sys.stderr)
-        return 1
-    print(summary.format())
-    return 0
-
+from paddleseg_unet.apis.commands.convert import main, parse_args  # noqa: E402,F401
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,91 +11,13 @@ Unreadable images are skipped with a warning and listed at the end.
 Exported models: ``--backend inference|onnxruntime --model_dir DIR`` (``--config`` is
 then optional: preprocessing, classes and colours come from DIR/deploy.yaml).
 """
-from __future__ import annotations
-
-import argparse
 import os
 import sys
-from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddleseg_unet.core.backends import add_backend_args  # noqa: E402
-from paddleseg_unet.apis.cli import (UsageError, add_config_args,  # noqa: E402
-                                     add_inference_args, add_model_path_arg,
-                                     apply_model_path, check_args, inference_options,
-                                     run_cli, start)
-
-
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser)
-    for action in parser._actions:  # an exported model's deploy.yaml can replace the config
-        if action.dest == "config":
-            action.required = False
-            action.help += "; optional with --model_dir"
-    add_model_path_arg(parser)
-    parser.add_argument("--image_path", required=True,
-                        help="an image file, a folder of images, or a .txt list of image paths")
-    parser.add_argument("--save_dir", default="output/result", help="where to write results")
-    parser.add_argument("--save_prob", action="store_true",
-                        help="also write the foreground probability as a 16-bit PNG "
-                             "(two-class models)")
-    parser.add_argument("--overlay_weight", type=float, default=0.4,
-                        help="weight of the colour mask in added_prediction (0..1)")
-    parser.add_argument("--overlay_background", action="store_true",
-                        help="blend the background class too (by default, when class 0 is "
-                             "'background', its pixels keep the original image)")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    add_backend_args(parser)
-    add_inference_args(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv: Optional[List[str]] = None) -> None:
-    args = parse_args(argv)
-    check_args(args)  # flags, device and output paths, before any work
-    from paddleseg_unet.core.backends import backend_from_args
-    from paddleseg_unet.core.predict import PredictError, collect_images, predict
-    from paddleseg_unet.datasets import SegDataset
-    from paddleseg_unet.transforms import Compose
-    from paddleseg_unet.utils.device import setup_device
-    from paddleseg_unet.utils.logger import setup_logger
-    from paddleseg_unet.utils.visualize import get_color_map
-
-    if args.config is None and args.model_dir is None:
-        raise UsageError("give --config (with --model_path), or --model_dir with an "
-                         "exported model")
-    if args.config is not None:
-        cfg, builder = start(args, purpose="model")
-    else:  # an exported model alone: its deploy.yaml is the config
-        setup_logger()
-        setup_device(args.device, args.num_threads)
-        cfg = builder = None
-    images, image_dir = collect_images(args.image_path)
-    backend = backend_from_args(args)
-    if backend is not None:
-        deploy = backend.deploy
-        model, transforms, num_classes = backend, backend.transforms(), deploy.num_classes
-        colors = deploy.color_map if deploy.color_map is not None else get_color_map(num_classes)
-        names = deploy.class_names or list(SegDataset.meta_for(num_classes).class_names)
-    else:
-        info = builder.deploy_info
-        model = builder.model
-        apply_model_path(model, args.model_path, cfg["model"].get("pretrained"))
-        transforms, num_classes = Compose(info.transforms), info.num_classes
-        colors, names = info.color_map, info.class_names
-    summary = predict(model, transforms, images, args.save_dir, image_dir=image_dir,
-                      num_classes=num_classes, color_map=colors,
-                      overlay_weight=args.overlay_weight,
-                      overlay_background=args.overlay_background or names[0] != "background",
-                      save_prob=args.save_prob,
-                      inference=inference_options(args, cfg.test_config if cfg else None),
-                      progress=not args.no_progress)
-    if not summary.written:
-        raise PredictError(f"none of the {len(images)} image(s) could be read")
-
+from paddleseg_unet.apis.cli import run_cli  # noqa: E402,F401
+from paddleseg_unet.apis.commands.predict import main, parse_args  # noqa: E402,F401
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

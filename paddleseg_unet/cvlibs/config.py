@@ -60,7 +60,8 @@ SECTION_REGISTRIES: Dict[str, Registry] = {
     "lr_scheduler": LR_SCHEDULERS,
 }
 ALL_REGISTRIES = (MODELS, LOSSES, DATASETS, TRANSFORMS, OPTIMIZERS, LR_SCHEDULERS)
-__all__ = ["Config", "ConfigError", "load_config", "parse_value", "dataset_num_classes"]
+__all__ = ["Config", "ConfigError", "load_config", "parse_value", "dataset_num_classes",
+           "packaged_configs", "resolve_config"]
 
 
 # ----------------------------------------------------------------------------- loading
@@ -428,11 +429,59 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
+def config_roots() -> List[str]:
+    """Where packaged configs live: inside the installed package (``paddleseg_unet/configs``,
+    a wheel) or beside it (``configs/`` of a source checkout)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    candidates = [os.path.join(package, "configs"),
+                  os.path.join(os.path.dirname(package), "configs")]
+    return [c for c in candidates if os.path.isdir(c)]
+
+
+def packaged_configs() -> Dict[str, str]:
+    """``name -> path`` of every packaged config (``unet/unet_drive_128x128_40k``), the
+    ``_base_`` fragments left out."""
+    found: Dict[str, str] = {}
+    for root in config_roots():
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d != BASE_KEY)
+            for name in sorted(files):
+                if name.endswith((".yml", ".yaml")):
+                    path = os.path.join(folder, name)
+                    rel = os.path.relpath(path, root).replace(os.sep, "/")
+                    found.setdefault(os.path.splitext(rel)[0], path)
+    return found
+
+
+def resolve_config(spec: str) -> str:
+    """A config file: ``spec`` itself when it is a file, else the packaged config it names
+    (``unet/unet_drive_128x128_40k``, ``unet_drive_128x128_40k``, with or without .yml)."""
+    if os.path.isfile(spec):
+        return spec
+    known = packaged_configs()
+    name = os.path.splitext(spec.replace(os.sep, "/"))[0] if spec.endswith(
+        (".yml", ".yaml")) else spec.replace(os.sep, "/")
+    if name in known:
+        return known[name]
+    matches = sorted(k for k in known if k.rsplit("/", 1)[-1] == name.rsplit("/", 1)[-1]
+                     and k.endswith(name))
+    if len(matches) == 1:
+        return known[matches[0]]
+    if matches:
+        raise ConfigError(f"config {spec!r} is ambiguous: {', '.join(matches)}; give one of "
+                          f"these names")
+    close = difflib.get_close_matches(name, list(known), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(f"Config file not found: {spec} (neither a file nor a packaged config "
+                      f"name; 'paddleseg-unet configs' lists them).{hint}")
+
+
 def load_config(path: str, batch_size: Optional[int] = None, iters: Optional[int] = None,
                 learning_rate: Optional[float] = None, opts: Optional[Sequence[str]] = None,
                 purpose: Optional[str] = "model") -> Config:
     """Load ``path`` with its bases, apply command-line overrides, then validate for
     ``purpose`` (None skips validation)."""
+    path = resolve_config(path)
     data, origins = _load_tree(path)
     config = Config(data, os.path.normpath(path), origins)
     config.apply_overrides(batch_size, iters, learning_rate, opts)

@@ -34,6 +34,15 @@ MODEL_ZOO: Dict[str, str] = {
     name: f"{_ZOO_BASE}/{ds}/{name}/model.pdparams" for name, ds in _ZOO_RUNS.items()
 }
 
+# PaddleSeg's published scores of the zoo models (no test-time augmentation), for listings.
+PUBLISHED_SCORES: Dict[str, str] = {
+    "unet_cityscapes_1024x512_160k": "mIoU 65.00",
+    "unet_stare_128x128_40k": "mIoU 83.54, AUC 95.93, mDice 90.43",
+    "unet_drive_128x128_40k": "mIoU 82.12, AUC 95.58, mDice 89.50",
+    "unet_chasedb1_128x128_40k": "mIoU 80.87, AUC 95.69, mDice 88.54",
+    "unet_hrf_256x256_40k": "mIoU 78.45, AUC 93.39, mDice 86.83",
+}
+
 # paddle.save adds this key (structured name -> internal parameter name); never a weight.
 BOOKKEEPING_KEY = "StructuredToParameterName@@"
 

@@ -320,7 +320,7 @@ def test_cli_resume_from_a_folder_carrying_code_refuses_it_and_runs_nothing(root
      "error: --learning_rate must be a finite number > 0, got nan"),
     ([], "{type: LinearWarmup, warmup_steps: 2, learning_rate: {type: PolynomialDecay, "
          "learning_rate: 0.01, end_lr: .inf}}",
-     "error: {config}: lr_scheduler.learning_rate: PolynomialDecay: end_lr must be a number "
+     "error: {config}: lr_scheduler.learning_rate.end_lr: PolynomialDecay: end_lr must be a number "
      ">= 0, got inf"),
 ])
 def test_cli_refuses_rates_that_cannot_train_before_anything_runs(root, tmp_path, flag,
@@ -345,18 +345,18 @@ def test_learning_rate_flag_must_be_finite_and_positive(root, tmp_path, value):
 
 @pytest.mark.parametrize("schedule, problem", [
     ("{type: PolynomialDecay, learning_rate: .nan}",
-     "lr_scheduler: PolynomialDecay: learning_rate must be a number > 0, got nan"),
+     "lr_scheduler.learning_rate: PolynomialDecay: learning_rate must be a number > 0, got nan"),
     ("{type: PolynomialDecay, learning_rate: 0}",
-     "lr_scheduler: PolynomialDecay: learning_rate must be a number > 0, got 0"),
+     "lr_scheduler.learning_rate: PolynomialDecay: learning_rate must be a number > 0, got 0"),
     ("{type: PolynomialDecay, learning_rate: 0.01, warmup_iters: 2, warmup_start_lr: .nan}",
-     "lr_scheduler: PolynomialDecay: warmup_start_lr must be a number >= 0, got nan"),
+     "lr_scheduler.warmup_start_lr: PolynomialDecay: warmup_start_lr must be a number >= 0, got nan"),
     ("{type: CosineDecay, learning_rate: 0.1, eta_min: -.inf}",
-     "lr_scheduler: CosineDecay: eta_min must be a number >= 0, got -inf"),
+     "lr_scheduler.eta_min: CosineDecay: eta_min must be a number >= 0, got -inf"),
     ("{type: LinearWarmup, warmup_steps: 2, start_lr: .inf, learning_rate: 0.1}",
-     "lr_scheduler: LinearWarmup: start_lr must be a number >= 0, got inf"),
+     "lr_scheduler.start_lr: LinearWarmup: start_lr must be a number >= 0, got inf"),
     ("{type: LinearWarmup, warmup_steps: 2, learning_rate: {type: CosineDecay, "
      "learning_rate: -1}}",
-     "lr_scheduler.learning_rate: CosineDecay: learning_rate must be a number > 0, got -1"),
+     "lr_scheduler.learning_rate.learning_rate: CosineDecay: learning_rate must be a number > 0, got -1"),
 ])
 def test_config_rates_that_cannot_train_name_the_file_and_key(root, tmp_path, schedule,
                                                               problem):

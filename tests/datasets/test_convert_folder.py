@@ -6,7 +6,6 @@ from an OpenCV decode of the file), independently of the converter.
 """
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -432,50 +431,6 @@ def test_real_drive_colour_masks_convert_exactly(drive_folder, tmp_path):
         np.testing.assert_array_equal(got[name], label, err_msg=name)
     vessel = sum(int(l.sum()) for l in truth.values()) / (40 * 565 * 584)
     assert f"class 1 (vessel) pixels / all pixels: {vessel:.2%}" in summary.format()
-
-
-# ------------------------------------------------------------------------ docs
-
-def docs_commands(path):
-    """The ```bash blocks of a docs page, without those marked docs-test: skip."""
-    text = path.read_text()
-    blocks = []
-    for match in re.finditer(r"(<!-- docs-test: skip[^>]*-->\s*)?```bash\n(.*?)```", text, re.S):
-        if not match.group(1):
-            blocks.append(match.group(2))
-    return blocks
-
-
-def test_custom_data_docs_commands_run_on_generated_data(tmp_path):
-    """docs/custom_data.md, block by block, on a generated my_data/ folder of 0/255 masks
-    (the model tools with a width-4 UNet)."""
-    blocks = docs_commands(REPO / "docs" / "custom_data.md")
-    assert len(blocks) == 3 and "convert_dataset.py folder" in blocks[0]
-    (tmp_path / "tools").symlink_to(REPO / "tools")
-    rng = np.random.default_rng(5)
-    for kind in ("images", "masks"):
-        (tmp_path / "my_data" / kind).mkdir(parents=True)
-    for i in range(10):
-        image, label = vessel_pair(rng)
-        assert cv2.imwrite(str(tmp_path / "my_data" / "images" / f"cell{i:02d}.jpg"), image)
-        assert cv2.imwrite(str(tmp_path / "my_data" / "masks" / f"cell{i:02d}_mask.png"),
-                           label * 255)
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2",
-               PYTHONPATH=str(REPO), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    for block in blocks:
-        # One line per command; the model tools get a width-4 UNet (CPU test time).
-        lines = block.replace("\\\n", " ").splitlines()
-        block = "\n".join(line + (" " + " ".join(TINY) if line.startswith("python tools/")
-                                  and "convert_dataset" not in line else "")
-                          for line in lines)
-        proc = subprocess.run(["bash", "-e", "-c", block], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f"{block}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-    out = tmp_path / "output" / "my_cells"
-    assert (out / "best_model" / "model.pdparams").is_file()
-    deploy = yaml.safe_load((out / "export" / "deploy.yaml").read_text())["Deploy"]
-    assert deploy["num_classes"] == 2 and deploy["class_names"] == ["background", "foreground"]
-    assert len(list((out / "predictions").rglob("*.png"))) >= 10
 
 
 def test_blurred_or_grey_level_masks_are_refused_and_mixed_jpeg_thresholded(tmp_path):
