@@ -1,5 +1,8 @@
+import logging
 import os
 import tempfile
+
+import pytest
 
 # Paddle uses one thread unless told; the tests run on small inputs where two are plenty.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -10,3 +13,21 @@ os.environ.setdefault("PADDLESEG_UNET_HOME",
 SHARED_DATA = os.environ.get(
     "PADDLESEG_UNET_SHARED_DATA",
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
+
+
+@pytest.fixture
+def log_lines():
+    """The messages the package logger emits during the test (its handlers may not
+    propagate to pytest's caplog once a tool has configured logging)."""
+    from paddleseg_unet.utils.logger import logger
+
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Collect()
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)

@@ -52,6 +52,8 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                              "train_dataset.dataset_root=data/DRIVE model.base_channels=16")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
                         help="where to run (auto: a GPU when Paddle sees one)")
+    parser.add_argument("--device_id", type=int, default=None,
+                        help="which GPU (default: the launcher's, else 0); ignored on a CPU")
     parser.add_argument("--num_threads", type=int, default=None,
                         help="CPU threads for Paddle (default: OMP_NUM_THREADS, else all cores)")
 
@@ -134,7 +136,7 @@ def start(args: argparse.Namespace, purpose: str, log_file: Optional[str] = None
 
     setup_logger(log_file, rank=paddle.distributed.get_rank())
     cfg = load_config(args.config, opts=args.opts, purpose=purpose, **overrides)
-    setup_device(args.device, args.num_threads)
+    setup_device(args.device, args.num_threads, getattr(args, "device_id", None))
     if paddle.distributed.get_world_size() > 1 and not paddle.distributed.is_initialized():
         paddle.distributed.init_parallel_env()
     return cfg, SegBuilder(cfg)

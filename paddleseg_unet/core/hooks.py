@@ -135,8 +135,9 @@ class EMAHook(HookBase):
 
     priority = 10
 
-    def __init__(self, decay: float) -> None:
+    def __init__(self, decay: float, warmup: bool = False) -> None:
         self.decay = float(decay)
+        self.warmup = bool(warmup)  # PaddleSeg's ramp: min(1 - 1/(iter + 1), decay)
 
     def before_train(self) -> None:
         from paddleseg_unet.core.train import EMA
@@ -151,7 +152,8 @@ class EMAHook(HookBase):
                         "resumed weights")
 
     def after_step(self) -> None:
-        self.trainer.ema.update()
+        it = self.trainer.iter
+        self.trainer.ema.update(min(1 - 1 / (it + 1), self.decay) if self.warmup else None)
 
 
 @HOOKS.register()
@@ -348,7 +350,7 @@ def default_hooks(options: Any) -> List[HookBase]:
     """The hooks ``tools/train.py`` runs, from its options (``TrainOptions``)."""
     hooks: List[HookBase] = []
     if options.ema_decay:
-        hooks.append(EMAHook(options.ema_decay))
+        hooks.append(EMAHook(options.ema_decay, warmup=options.ema_warmup))
     hooks += [LoggerHook(options.log_iters), ProgressBarHook()]
     if options.do_eval:
         hooks += [EvalHook(options.eval_interval or options.save_interval),

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import paddle
@@ -83,6 +84,7 @@ class TrainOptions:
     amp_level: str = "O1"
     early_stop_intervals: Optional[int] = None
     ema_decay: Optional[float] = None
+    ema_warmup: bool = False  # PaddleSeg's --use_ema: decay min(1 - 1/(iter + 1), ema_decay)
     best_metric: str = "mIoU"
     eval_options: Optional[EvalOptions] = None  # default: plain, with num_workers
 
@@ -127,9 +129,11 @@ class EMA:
         self.shadow = {k: v.detach().clone() for k, v in self.live.items()}
 
     @paddle.no_grad()
-    def update(self) -> None:
+    def update(self, decay: Optional[float] = None) -> None:
+        """One step of the average, with ``decay`` (default: the EMA's own)."""
+        decay = self.decay if decay is None else float(decay)
         for key, shadow in self.shadow.items():
-            shadow.set_value(self.decay * shadow + (1.0 - self.decay) * self.live[key])
+            shadow.set_value(decay * shadow + (1.0 - decay) * self.live[key])
 
     @paddle.no_grad()
     def swap(self) -> None:
@@ -257,6 +261,13 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _resume(self) -> None:
         opts = self.options
+        if opts.resume_model == "auto":  # PaddleSeg's: the newest complete checkpoint
+            found = list_checkpoints(opts.save_dir) if os.path.isdir(opts.save_dir) else []
+            if not found:
+                logger.info(f"--resume_model auto: no checkpoint in {opts.save_dir} yet; "
+                            f"starting from iteration 0")
+                return
+            opts.resume_model = found[-1]
         self.resumed = load_checkpoint(opts.resume_model, self.model, self.optimizer)
         self.state = self.resumed["train_state"]
         if self.state.metric_name != opts.best_metric and self.state.best_metric is not None:

@@ -50,14 +50,27 @@ def check_device(device: str) -> str:
     return "gpu" if device == "gpu" or (device == "auto" and has_gpu) else "cpu"
 
 
-def setup_device(device: str = "auto", num_threads: Optional[int] = None) -> str:
+def setup_device(device: str = "auto", num_threads: Optional[int] = None,
+                 device_id: Optional[int] = None) -> str:
     """Select ``cpu``/``gpu`` (``auto``: a GPU when Paddle was built with CUDA and one is
-    visible), set the CPU thread count, and return the device name Paddle reports."""
+    visible), set the CPU thread count, and return the device name Paddle reports.
+
+    The GPU is ``device_id`` (PaddleSeg's ``--device_id``), else the one the launcher
+    assigned this process (``FLAGS_selected_gpus``), else 0."""
     chosen = check_device(device)
+    if device_id is not None and (isinstance(device_id, bool) or int(device_id) < 0):
+        raise DeviceError(f"--device_id must be an integer >= 0, got {device_id!r}")
     if chosen == "gpu":
-        rank_gpu = int(os.environ.get("FLAGS_selected_gpus", "0").split(",")[0] or 0)
+        count = paddle.device.cuda.device_count()
+        if device_id is not None and int(device_id) >= count:
+            raise DeviceError(f"--device_id {device_id}: Paddle sees {count} GPU(s), "
+                              f"ids 0..{count - 1}")
+        rank_gpu = int(device_id) if device_id is not None else int(
+            os.environ.get("FLAGS_selected_gpus", "0").split(",")[0] or 0)
         paddle.set_device(f"gpu:{rank_gpu}")
     else:
+        if device_id is not None:
+            logger.warning(f"--device_id {device_id} is ignored: running on the CPU")
         paddle.set_device("cpu")
     threads = cpu_threads(num_threads)
     set_cpu_threads(threads)

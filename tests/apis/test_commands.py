@@ -55,3 +55,25 @@ def test_configs_by_name(capsys):
     out = capsys.readouterr().out
     assert re.search(r"unet/unet_drive_128x128_40k\s+DRIVE\s+128x128\s+40000\s+mIoU 82.12", out)
     assert re.search(r"unet/unet_cityscapes_1024x512_160k\s+Cityscapes\s+1024x512\s+160000", out)
+
+
+def test_paddleseg_flags_device_id_and_custom_color(log_lines):
+    import numpy as np
+
+    from paddleseg_unet.apis.cli import UsageError
+    from paddleseg_unet.apis.commands.predict import custom_colors, parse_args
+    from paddleseg_unet.utils.device import DeviceError, setup_device
+
+    assert setup_device("cpu", 1, device_id=1) == "cpu"
+    assert "--device_id 1 is ignored: running on the CPU" in log_lines
+    with pytest.raises(DeviceError, match="--device_id must be an integer >= 0"):
+        setup_device("cpu", 1, device_id=-1)
+    args = parse_args(["--config", "C", "--image_path", "x.png", "--custom_color", "1", "2",
+                       "3", "4", "5", "6", "--device_id", "0"])
+    base = np.zeros((3, 3), np.uint8) + 9
+    got = custom_colors(args.custom_color, base)
+    assert got.tolist() == [[1, 2, 3], [4, 5, 6], [9, 9, 9]] and base.max() == 9
+    with pytest.raises(UsageError, match="three per class"):
+        custom_colors([1, 2], base)
+    with pytest.raises(UsageError, match="4 colours for 3 classes"):
+        custom_colors(list(range(12)), base)

@@ -183,3 +183,46 @@ def test_a_hook_named_in_yaml_runs_without_editing_the_package(root, tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "custom_imports[0]: cannot import 'no_such_module_here'" in proc.stderr
+
+
+def test_paddleseg_ema_ramp_matches_numpy(root, tmp_path):
+    """--use_ema: decay min(1 - 1/(iter + 1), 0.999) at iteration iter (PaddleSeg's)."""
+    from dist_train_worker import weights_of
+
+    snapshots = []
+
+    class Record(HookBase):
+        priority = 5  # the raw weights after each step, before the EMA hook
+
+        def before_train(self):
+            snapshots.append(weights_of(self.trainer.model))
+
+        def after_step(self):
+            snapshots.append(weights_of(self.trainer.model))
+
+    trainer, _ = trainer_for(root, str(tmp_path), 3, hooks=[Record()], save_interval=3,
+                             ema_decay=0.999, ema_warmup=True)
+    trainer.train()
+    expected = snapshots[0]
+    for it, now in enumerate(snapshots[1:], start=1):
+        d = min(1 - 1 / (it + 1), 0.999)  # 0.5, 2/3, 0.75
+        expected = {k: d * expected[k] + (1 - d) * now[k] for k in expected}
+    import numpy as np
+    from paddleseg_unet.utils.weights import load_pdparams
+    ema = load_pdparams(str(tmp_path / "iter_3" / "ema.pdparams"))
+    for key, value in expected.items():
+        if key in ema and np.issubdtype(value.dtype, np.floating):
+            np.testing.assert_allclose(ema[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_resume_model_auto_takes_the_newest_checkpoint(root, tmp_path, log_lines):
+    first, _ = trainer_for(root, str(tmp_path), 4, save_interval=2, resume_model="auto")
+    first.options.iters = 2  # a run stopped after iteration 2
+    first.train()
+    assert any(line.startswith("--resume_model auto: no checkpoint in") for line in log_lines)
+    again, _ = trainer_for(root, str(tmp_path), 4, save_interval=2, resume_model="auto",
+                           log_iters=1)
+    again.train()
+    assert again.options.resume_model == str(tmp_path / "iter_2")
+    assert [row["iter"] for row in again.history] == [3, 4]
+    assert again.state.iteration == 4

@@ -4,7 +4,6 @@ stop, EMA, bad options, VisualDL and 2-process data parallelism, on a tiny UNet
 from __future__ import annotations
 
 import glob
-import logging
 import os
 import pickle
 import re
@@ -25,7 +24,6 @@ from paddleseg_unet.core.evaluate import EvalOptions  # noqa: E402
 from paddleseg_unet.core.hooks import HookBase  # noqa: E402
 from paddleseg_unet.core.train import EMA, Trainer, TrainError, TrainOptions  # noqa: E402
 from paddleseg_unet.datasets import Dataset  # noqa: E402
-from paddleseg_unet.utils.logger import logger  # noqa: E402
 from paddleseg_unet.utils.weights import load_pdparams  # noqa: E402
 
 NORMALIZE = [{"type": "Normalize"}]
@@ -39,20 +37,6 @@ TRAIN_LINE = re.compile(
 def root(tmp_path_factory: pytest.TempPathFactory) -> str:
     """6 train + 2 val images, 40x40."""
     return write_tiny_dataset(str(tmp_path_factory.mktemp("tiny_ds")))
-
-
-@pytest.fixture
-def log_lines():
-    lines: List[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    handler = Collect()
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
 
 
 def val_dataset(root: str) -> Dataset:

@@ -14,7 +14,7 @@ then optional: preprocessing, classes and colours come from DIR/deploy.yaml).
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional
+from typing import Any, List, Optional
 
 
 from paddleseg_unet.core.backends import add_backend_args
@@ -44,6 +44,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--overlay_background", action="store_true",
                         help="blend the background class too (by default, when class 0 is "
                              "'background', its pixels keep the original image)")
+    parser.add_argument("--custom_color", nargs="+", type=int, default=None,
+                        metavar="R G B",
+                        help="colours of the classes, three values per class from class 0 "
+                             "(PaddleSeg's flag), e.g. 0 0 0 255 0 0; the rest keep theirs")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     add_backend_args(parser)
     add_inference_args(parser)
@@ -68,7 +72,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         cfg, builder = start(args, purpose="model")
     else:  # an exported model alone: its deploy.yaml is the config
         setup_logger()
-        setup_device(args.device, args.num_threads)
+        setup_device(args.device, args.num_threads, args.device_id)
         cfg = builder = None
     images, image_dir = collect_images(args.image_path)
     backend = backend_from_args(args)
@@ -83,6 +87,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         apply_model_path(model, args.model_path, cfg["model"].get("pretrained"))
         transforms, num_classes = Compose(info.transforms), info.num_classes
         colors, names = info.color_map, info.class_names
+    if args.custom_color is not None:
+        colors = custom_colors(args.custom_color, colors)
     summary = predict(model, transforms, images, args.save_dir, image_dir=image_dir,
                       num_classes=num_classes, color_map=colors,
                       overlay_weight=args.overlay_weight,
@@ -93,3 +99,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     if not summary.written:
         raise PredictError(f"none of the {len(images)} image(s) could be read")
 
+
+def custom_colors(values: List[int], colors: Any) -> Any:
+    """``--custom_color R G B ...`` over the first classes of ``colors`` ([K, 3] uint8)."""
+    import numpy as np
+
+    from paddleseg_unet.apis.cli import UsageError
+
+    if len(values) % 3 or not all(0 <= v <= 255 for v in values):
+        raise UsageError(f"--custom_color takes R G B values in 0..255, three per class; got "
+                         f"{len(values)} value(s): {values}")
+    colors = np.array(colors, dtype=np.uint8, copy=True)
+    given = np.asarray(values, dtype=np.uint8).reshape(-1, 3)
+    if len(given) > len(colors):
+        raise UsageError(f"--custom_color gives {len(given)} colours for {len(colors)} classes")
+    colors[:len(given)] = given
+    return colors

@@ -32,10 +32,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--log_iters", type=int, default=10, help="log every N iterations")
     parser.add_argument("--keep_checkpoint_max", type=int, default=5,
                         help="keep only the newest N iter_* checkpoints")
-    parser.add_argument("--resume_model", default=None,
-                        help="a save_dir/iter_N folder to continue from")
+    parser.add_argument("--resume_model", default=None, metavar="DIR|auto",
+                        help="a save_dir/iter_N folder to continue from; auto: the newest "
+                             "complete checkpoint under --save_dir (none yet: start afresh)")
     parser.add_argument("--do_eval", action="store_true",
-                        help="evaluate at every save and keep best_model/")
+                        help="evaluate every --eval_interval iterations and keep best_model/")
     parser.add_argument("--use_vdl", action="store_true", help="log to VisualDL (save_dir/vdl_log)")
     parser.add_argument("--num_workers", type=int, default=0, help="data loader processes")
     parser.add_argument("--seed", type=int, default=0, help="random seed (CPU runs repeat exactly)")
@@ -43,6 +44,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--amp_level", default="O1", help="AMP level O1 or O2")
     parser.add_argument("--early_stop_intervals", type=int, default=None,
                         help="stop after N evaluations without improvement")
+    parser.add_argument("--use_ema", action="store_true",
+                        help="PaddleSeg's EMA: decay 0.999 with its warm-up ramp "
+                             "min(1 - 1/(iter + 1), 0.999); --ema_decay sets another decay")
     parser.add_argument("--ema_decay", type=float, default=None,
                         help="evaluate an exponential moving average of the weights")
     parser.add_argument("--best_metric", default=None,
@@ -76,7 +80,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         num_workers=args.num_workers, seed=args.seed, do_eval=args.do_eval,
         use_vdl=args.use_vdl, precision=args.precision, amp_level=args.amp_level,
         early_stop_intervals=args.early_stop_intervals or train_config.get("early_stop_intervals"),
-        ema_decay=args.ema_decay or train_config.get("ema_decay"),
+        ema_decay=args.ema_decay or train_config.get("ema_decay") or (
+            0.999 if args.use_ema else None),
+        ema_warmup=args.use_ema,
         best_metric=args.best_metric or train_config.get("best_metric", "mIoU"),
         eval_options=eval_options)
     options.check()  # bad flags fail before anything is built
