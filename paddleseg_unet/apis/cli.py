@@ -65,16 +65,38 @@ def add_model_path_arg(parser: argparse.ArgumentParser, what: str = "weights") -
 
 
 def apply_model_path(model: Any, model_path: Optional[str], pretrained: Optional[str],
-                     strict: bool = True) -> None:
+                     strict: bool = True) -> str:
     """Load ``--model_path`` into ``model``; without it the config's ``model.pretrained``
-    (already loaded when the model was built) must be set: random weights are an error."""
-    if model_path:
-        from paddleseg_unet.utils.weights import load_weights
+    (already loaded when the model was built) must be set: random weights are an error.
+    Returns the local weights file."""
+    from paddleseg_unet.utils.weights import load_weights, resolve_weights
 
+    if model_path:
         load_weights(model, model_path, strict=strict)
-    elif not pretrained:
+        return resolve_weights(model_path)
+    if not pretrained:
         raise UsageError("give --model_path (a file, URL or zoo name) or set "
                          "model.pretrained in the config; random weights would be meaningless")
+    return resolve_weights(pretrained)
+
+
+def model_for_inference(args: argparse.Namespace, cfg: Any, builder: Any) -> Any:
+    """The config's model with ``--model_path`` (or ``model.pretrained``) loaded, as
+    ``--backend`` asks: eager, or (``auto``) the fastest correct path, with one log line."""
+    from paddleseg_unet.utils.logger import logger
+
+    model = builder.model
+    weights = apply_model_path(model, args.model_path, cfg["model"].get("pretrained"),
+                               strict=not getattr(args, "allow_partial", False))
+    if args.backend != "auto":
+        return model
+    from paddleseg_unet.core.fast_path import fast_model
+
+    model.eval()
+    chosen, why = fast_model(model, weights, cfg["model"], builder.deploy_info,
+                             args.num_threads)
+    logger.info(f"Running {why}")
+    return chosen
 
 
 def add_inference_args(parser: argparse.ArgumentParser) -> None:

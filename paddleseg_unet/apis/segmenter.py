@@ -50,10 +50,11 @@ class Segmenter:
     @classmethod
     def from_config(cls, config: str, weights: Optional[str] = None,
                     opts: Sequence[str] = (), device: str = "auto",
-                    num_threads: Optional[int] = None) -> "Segmenter":
+                    num_threads: Optional[int] = None, backend: str = "auto") -> "Segmenter":
         """A model built from ``config`` (a path or a packaged config's name) with
         ``weights`` (a .pdparams file, a checkpoint folder, a URL or a model-zoo name;
-        default: the config's ``model.pretrained``)."""
+        default: the config's ``model.pretrained``). ``backend`` ``auto`` runs it exported
+        on a CPU (as tools/val.py's default), ``paddle`` eager."""
         from paddleseg_unet.apis.builder import SegBuilder
         from paddleseg_unet.apis.cli import apply_model_path
         from paddleseg_unet.cvlibs.config import load_config
@@ -64,9 +65,16 @@ class Segmenter:
         setup_device(device, num_threads)
         builder = SegBuilder(cfg)
         model = builder.model
-        apply_model_path(model, weights, cfg["model"].get("pretrained"))
+        weights_path = apply_model_path(model, weights, cfg["model"].get("pretrained"))
         model.eval()
         info = builder.deploy_info
+        if backend == "auto":
+            from paddleseg_unet.core.fast_path import fast_model
+
+            model, _ = fast_model(model, weights_path, cfg["model"], info, num_threads)
+        elif backend != "paddle":
+            raise ValueError(f"backend must be 'auto' or 'paddle' for a config (an exported "
+                             f"model: Segmenter.from_exported), got {backend!r}")
         return cls(model, Compose(info.transforms), info.num_classes, info.class_names,
                    info.color_map)
 

@@ -34,7 +34,8 @@ from paddleseg_unet.utils.logger import logger
 
 __all__ = ["BACKENDS", "BackendError", "DeployInfo", "load_deploy", "Backend",
            "PaddleBackend", "InferenceBackend", "OnnxRuntimeBackend", "build_backend",
-           "outputs_to_logits", "verify_export", "add_backend_args", "backend_from_args"]
+           "outputs_to_logits", "verify_export", "add_backend_args", "backend_from_args",
+           "best_exported_kind"]
 
 _LOG_FLOOR = 1e-30  # log(0) guard when turning softmax outputs back into logits
 
@@ -329,21 +330,33 @@ def verify_export(model: paddle.nn.Layer, model_dir: str, kinds: Optional[List[s
 def add_backend_args(parser: Any) -> None:
     """``--backend`` and ``--model_dir`` for tools that can run an exported model."""
     group = parser.add_argument_group("backend")
-    group.add_argument("--backend", choices=BACKENDS.names(), default="paddle",
-                       help="paddle: eager Paddle (default); inference: Paddle Inference on "
-                            "an exported model; onnxruntime: ONNX Runtime (CPU) on its "
-                            "model.onnx. The last two need --model_dir")
+    group.add_argument("--backend", choices=["auto"] + BACKENDS.names(), default="auto",
+                       help="auto (default): on a CPU, eager weights are exported once (a "
+                            "cache, checked against the eager model) and run by ONNX Runtime "
+                            "or Paddle Inference; eager on a GPU. paddle: eager Paddle. "
+                            "inference / onnxruntime: that runtime on --model_dir")
     group.add_argument("--model_dir", default=None,
                        help="a folder written by tools/export.py (deploy.yaml + model); its "
                             "deploy.yaml sets the preprocessing")
 
 
+def best_exported_kind(model_dir: str) -> str:
+    """ONNX Runtime when the folder has an ONNX model and onnxruntime is installed, else
+    Paddle Inference: the faster one on a CPU (docs/export.md)."""
+    import importlib.util
+
+    has_onnx = os.path.isfile(os.path.join(model_dir, "model.onnx"))
+    return ("onnxruntime" if has_onnx and importlib.util.find_spec("onnxruntime") is not None
+            else "inference")
+
+
 def backend_from_args(args: Any) -> Optional[Backend]:
-    """The exported-model backend the flags ask for, or None for the eager config model.
+    """The exported-model backend the flags ask for (``--model_dir``), or None for the
+    config's model (eager, or ``--backend auto``'s export of it).
 
     ``--num_threads`` sets the CPU threads of the backend."""
     if args.model_dir is None:
-        if args.backend != "paddle":
+        if args.backend not in ("paddle", "auto"):
             raise BackendError(f"--backend {args.backend} runs an exported model: give "
                                f"--model_dir (a folder written by tools/export.py"
                                f"{' --onnx' if args.backend == 'onnxruntime' else ''})")
@@ -351,4 +364,5 @@ def backend_from_args(args: Any) -> Optional[Backend]:
     if getattr(args, "model_path", None):
         logger.warning(f"--model_path {args.model_path} is ignored: the weights come from "
                        f"the exported model in {args.model_dir}")
-    return build_backend(args.backend, args.model_dir, getattr(args, "num_threads", None))
+    kind = best_exported_kind(args.model_dir) if args.backend == "auto" else args.backend
+    return build_backend(kind, args.model_dir, getattr(args, "num_threads", None))

@@ -135,3 +135,18 @@ def test_two_process_val_equals_single_process(tmp_path, tiny_weights):
     assert (tmp_path / "dist.csv").read_text() == (tmp_path / "single.csv").read_text()
     assert len((tmp_path / "single.csv").read_text().splitlines()) == 6
     assert dist["per_image_summary"] == single["per_image_summary"]
+
+
+def test_auto_backend_equals_eager_on_real_drive(drive_root, tiny_weights, tmp_path):
+    common = ["tools/val.py", "--config", CONFIG, "--model_path", tiny_weights, "--device",
+              "cpu", "--opts", "model.base_channels=4", f"val_dataset.dataset_root={drive_root}",
+              "--use_fov"]
+    eager = run_tool(*common, "--backend", "paddle", "--save_json", str(tmp_path / "e.json"))
+    auto = run_tool(*common, "--save_json", str(tmp_path / "a.json"))  # the default: auto
+    assert "Running ONNX Runtime on the exported model" in auto.stdout
+    assert "Running" not in eager.stdout
+    e = json.loads((tmp_path / "e.json").read_text())
+    a = json.loads((tmp_path / "a.json").read_text())
+    assert a["num_pixels"] == e["num_pixels"]
+    for key in ("miou", "mdice", "acc", "kappa", "auc_roc", "dice_fg"):
+        assert abs(a[key] - e[key]) <= 1e-4, key

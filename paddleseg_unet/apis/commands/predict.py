@@ -20,7 +20,7 @@ from typing import Any, List, Optional
 from paddleseg_unet.core.backends import add_backend_args
 from paddleseg_unet.apis.cli import (UsageError, add_config_args,
                                      add_inference_args, add_model_path_arg,
-                                     apply_model_path, check_args, inference_options,
+                                     check_args, inference_options, model_for_inference,
                                      start)
 
 
@@ -83,8 +83,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         names = deploy.class_names or list(SegDataset.meta_for(num_classes).class_names)
     else:
         info = builder.deploy_info
-        model = builder.model
-        apply_model_path(model, args.model_path, cfg["model"].get("pretrained"))
+        model = model_for_inference(args, cfg, builder)
         transforms, num_classes = Compose(info.transforms), info.num_classes
         colors, names = info.color_map, info.class_names
     if args.custom_color is not None:

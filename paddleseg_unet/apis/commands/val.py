@@ -15,8 +15,8 @@ from typing import List, Optional
 
 from paddleseg_unet.core.backends import add_backend_args
 from paddleseg_unet.apis.cli import (add_config_args, add_inference_args,
-                                     add_model_path_arg, apply_model_path, check_args,
-                                     inference_options, start)
+                                     add_model_path_arg, check_args, inference_options,
+                                     model_for_inference, start)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -70,12 +70,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                                 per_image=bool(args.per_image) or None,
                                 curves=bool(args.curves) or None)
     backend = backend_from_args(args)
-    if backend is not None:
-        model, dataset = backend, builder.exported_val_dataset(backend, options.auc_roc)
-    else:
-        model, dataset = builder.model, builder.val_dataset
-        apply_model_path(model, args.model_path, cfg["model"].get("pretrained"),
-                         strict=not args.allow_partial)
+    if backend is None:
+        backend = model_for_inference(args, cfg, builder)
+    model = backend
+    dataset = (builder.exported_val_dataset(backend, options.auc_roc)
+               if getattr(backend, "deploy", None) is not None else builder.val_dataset)
     saver = (PredictionWriter.for_dataset(args.save_dir, dataset, save_prob=args.save_prob)
              if args.save_dir else None)
     results = evaluate(model, dataset, builder.num_classes, options,
