@@ -70,11 +70,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                                 per_image=bool(args.per_image) or None,
                                 curves=bool(args.curves) or None)
     backend = backend_from_args(args)
-    if backend is None:
-        backend = model_for_inference(args, cfg, builder)
-    model = backend
-    dataset = (builder.exported_val_dataset(backend, options.auc_roc)
-               if getattr(backend, "deploy", None) is not None else builder.val_dataset)
+    if backend is not None:  # --model_dir: the export's own preprocessing
+        model, dataset = backend, builder.exported_val_dataset(backend, options.auc_roc)
+    else:  # the dataset first: its labels are checked before weights load or export
+        dataset = builder.val_dataset
+        model = model_for_inference(args, cfg, builder)
     saver = (PredictionWriter.for_dataset(args.save_dir, dataset, save_prob=args.save_prob)
              if args.save_dir else None)
     results = evaluate(model, dataset, builder.num_classes, options,
