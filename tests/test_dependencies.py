@@ -29,7 +29,8 @@ DISTRIBUTIONS = {
 }
 # required, but each install chooses one of these extras to get it
 CHOSEN_BY_EXTRA = {"paddle": ("cpu", "gpu")}
-# modules the tests write into tmp_path and import (the tests' own files are found on disk)
+# modules the tests write into tmp_path and import (the tests' and tools' own files, imported
+# by file name, are found on disk)
 WRITTEN_BY_TESTS = {"tests_lazy_registry", "metrics_dist_data"}
 
 
@@ -88,7 +89,8 @@ def _problems(folders, allowed_extras):
     required, extras = _setup_requirements()
     offered = required.union(*(extras.get(e, set()) for e in allowed_extras))
     optional_ok = required.union(*extras.values())
-    local = WRITTEN_BY_TESTS | {os.path.basename(p)[:-3] for p in _python_files("tests")}
+    local = WRITTEN_BY_TESTS | {os.path.basename(p)[:-3] for folder in ("tests", "tools")
+                                for p in _python_files(folder)}
     problems = []
     for folder in folders:
         for path in _python_files(folder):

@@ -37,6 +37,15 @@ def atomic_write(path: str, mode: str = "wb", encoding: Optional[str] = None) ->
         raise
 
 
+def check_writable_folder(path: str) -> None:
+    """Create the folder ``path`` will be written into and check that it is writable, so a
+    long run can fail before its work instead of after; OSError naming the folder if not."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    os.makedirs(folder, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"{folder} is not writable")
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
     with atomic_write(path) as f:
