@@ -196,8 +196,10 @@ def _remove_if_stale(path: str) -> bool:
     grave = f"{path}.stale-{os.getpid()}-{threading.get_ident()}"
     try:
         os.rename(path, grave)
-    except OSError:
+    except FileNotFoundError:
         return True  # another waiter took it; try to create ours
+    except OSError:  # e.g. Windows: the holder has it open this instant; poll again
+        return False
     moved = os.stat(grave)
     if (moved.st_ino, moved.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
         with contextlib.suppress(OSError):  # a live holder's fresh lock: put it back
