@@ -18,6 +18,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STDLIB = getattr(sys, "stdlib_module_names", None)  # Python >= 3.10
+pytestmark = pytest.mark.skipif(STDLIB is None, reason="needs sys.stdlib_module_names (3.10+)")
 
 # import name -> the distribution(s) that provide it
 DISTRIBUTIONS = {
@@ -72,7 +74,7 @@ def third_party_imports(path):
             continue
         for module in modules:
             top = module.split(".")[0]
-            if top in sys.stdlib_module_names or top in ("paddleseg_unet", "__future__"):
+            if top in STDLIB or top in ("paddleseg_unet", "__future__"):
                 continue
             found.setdefault((top, id(node) in guarded), node.lineno)
     return found
