@@ -25,6 +25,8 @@ setup(
         "tqdm>=4.60",
         # Reads the GIF, TIFF and PPM files the official retina archives ship (converters only).
         "Pillow>=9.0",
+        # Training curves (tools/plot_log.py) and the ROC/PR figures of tools/val.py --curves.
+        "matplotlib>=3.5",
     ],
     extras_require={
         "cpu": ["paddlepaddle>=3.0,<4"],

@@ -28,6 +28,10 @@ def log_lines():
             lines.append(record.getMessage())
 
     handler = Collect()
+    # Importing the package sets no level (a library stays silent): ask for INFO here.
+    level = logger.level
+    logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     yield lines
     logger.removeHandler(handler)
+    logger.setLevel(level)

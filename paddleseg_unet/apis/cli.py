@@ -34,7 +34,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name} {value}: must be an integer >= {low} ({hint})")
     if getattr(args, "save_dir", None):
         check_writable_dir(args.save_dir, "--save_dir")
-    for flag in ("save_json", "per_image"):
+    for flag in ("save_json", "per_image", "json"):
         if getattr(args, flag, None):
             check_writable_file(getattr(args, flag), f"--{flag}")
     if getattr(args, "curves", None):

@@ -53,7 +53,10 @@ class ConvBNReLU(nn.Layer):
     BN's shift.
     Same function and gradients, minus a full-size broadcast add and its backward (~15% of a
     CPU training step at width 16). Static graphs (export) and other norm layers (SyncBatchNorm)
-    take the plain path, which Paddle Inference's conv+BN fusion passes expect.
+    take the plain path, which Paddle Inference's conv+BN fusion passes expect; so does a
+    block whose ``_conv`` or ``_batch_norm`` carries a forward hook (feature extraction,
+    FLOP counting), since the fast path never calls those layers and their hooks would
+    silently not fire.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -63,14 +66,19 @@ class ConvBNReLU(nn.Layer):
             out_channels, momentum=0.9, epsilon=1e-5,
             weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(1.0)),
             bias_attr=_zero_bias_attr())
+        self._relu = nn.ReLU()  # no weights; a layer so that hooks see it (PaddleSeg has one)
+
+    def _hooked(self) -> bool:
+        return any(layer._forward_pre_hooks or layer._forward_post_hooks
+                   for layer in (self._conv, self._batch_norm))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         conv, bn = self._conv, self._batch_norm
         # Paddle's rule: running statistics in eval mode unless use_global_stats says otherwise.
         global_stats = not bn.training if bn._use_global_stats is None else bool(bn._use_global_stats)
         if not paddle.in_dynamic_mode() or type(bn) is not nn.BatchNorm2D or not (
-                global_stats or bn.training):
-            return F.relu(bn(conv(x)))
+                global_stats or bn.training) or self._hooked():
+            return self._relu(bn(conv(x)))
         y = F.conv2d(x, conv.weight, padding=1)
         if not global_stats:
             # The op updates its mean argument in place and keeps it for backward, hence a copy.
@@ -87,7 +95,7 @@ class ConvBNReLU(nn.Layer):
             shift = bn.bias + bn.weight * conv.bias / paddle.sqrt(bn._variance + bn._epsilon)
             out = F.batch_norm(y, bn._mean, bn._variance, bn.weight, shift,
                                training=False, epsilon=bn._epsilon, use_global_stats=True)
-        return F.relu(out)
+        return self._relu(out)
 
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:

@@ -4,9 +4,11 @@ Stdlib + tqdm only. Layout of the cache::
 
     $PADDLESEG_UNET_HOME (default ~/.paddleseg_unet)/<subdir>/<filename>
     <filename>.part   partial download, resumed with an HTTP Range request
-    <filename>.lock   fcntl lock file serialising processes that fetch the same file
+    <filename>.lock   lock file serialising processes that fetch the same file: an fcntl
+                      lock where fcntl exists (POSIX), else (Windows) the file itself is the
+                      lock, created exclusively and kept fresh by its holder (see _file_lock)
 """
-import fcntl
+import contextlib
 import http.client
 import logging
 import os
@@ -14,12 +16,13 @@ import shutil
 import socket
 import sys
 import tarfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from typing import IO, Optional, Tuple
+from typing import IO, Iterator, Optional, Tuple
 
 from tqdm import tqdm
 
@@ -29,6 +32,11 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
 _USER_AGENT = "paddleseg_unet-downloader"
+# Exclusive-create lock (no fcntl): the holder touches the file every _LOCK_HEARTBEAT s; one
+# untouched for _LOCK_STALE s belongs to a process that died and may be removed.
+_LOCK_HEARTBEAT = 5.0
+_LOCK_STALE = 60.0
+_LOCK_POLL = 0.2
 
 
 class DownloadError(Exception):
@@ -93,26 +101,114 @@ def cached_download(url: str,
 
     try:
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        lock_fd = os.open(final + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise DownloadError(
-            f"Cannot write to the cache directory {os.path.dirname(final)} ({e}). "
-            "Set PADDLESEG_UNET_HOME to a writable directory.") from e
-    try:
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.info("Waiting for another process that is downloading %s", final)
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        raise _cache_dir_error(final, e) from e
+    with _download_lock(final + ".lock", final):
         # The lock holder before us may have finished the file meanwhile.
         if os.path.isfile(final):
             return final
         _download_with_retries(url, final, retries, backoff, timeout, progress)
         return final
+
+
+def _cache_dir_error(final: str, error: OSError) -> DownloadError:
+    return DownloadError(
+        f"Cannot write to the cache directory {os.path.dirname(final)} ({error}). "
+        "Set PADDLESEG_UNET_HOME to a writable directory.")
+
+
+@contextlib.contextmanager
+def _download_lock(path: str, final: str) -> Iterator[None]:
+    """Hold the lock of ``final`` (one downloader per file across processes)."""
+    try:
+        import fcntl  # POSIX only: imported where the lock is taken
+    except ImportError:
+        with _file_lock(path, final):
+            yield
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise _cache_dir_error(final, e) from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("Waiting for another process that is downloading %s", final)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
         # Closing the descriptor releases the lock. The lock file itself stays:
         # unlinking it would let a third process lock a different inode.
-        os.close(lock_fd)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _file_lock(path: str, final: str) -> Iterator[None]:
+    """The lock where fcntl does not exist: whoever creates ``path`` (O_EXCL) holds it and
+    removes it when done; a daemon thread touches it meanwhile, so a file left by a process
+    that died goes stale after ``_LOCK_STALE`` s and is removed by the next waiter."""
+    waiting = False
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            if _remove_if_stale(path):
+                continue
+        except OSError as e:
+            raise _cache_dir_error(final, e) from e
+        if not waiting:
+            logger.info("Waiting for another process that is downloading %s", final)
+            waiting = True
+        time.sleep(_LOCK_POLL)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        while not done.wait(_LOCK_HEARTBEAT):
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+    beat = threading.Thread(target=heartbeat, name="download-lock-heartbeat", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        done.set()
+        beat.join()
+        _remove_quietly(path)
+
+
+def _remove_if_stale(path: str) -> bool:
+    """Remove ``path`` if nobody touched it for ``_LOCK_STALE`` s; True when it is gone."""
+    try:
+        seen = os.stat(path)
+    except FileNotFoundError:
+        return True
+    if time.time() - seen.st_mtime < _LOCK_STALE:
+        return False
+    # Rename first: of several waiters only one gets the file, and it can check that the
+    # file is still the stale one (not a lock created since the stat) before deleting it.
+    grave = f"{path}.stale-{os.getpid()}-{threading.get_ident()}"
+    try:
+        os.rename(path, grave)
+    except FileNotFoundError:
+        return True  # another waiter took it; try to create ours
+    except OSError:  # e.g. Windows: the holder has it open this instant; poll again
+        return False
+    moved = os.stat(grave)
+    if (moved.st_ino, moved.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
+        with contextlib.suppress(OSError):  # a live holder's fresh lock: put it back
+            os.link(grave, path)
+    else:
+        logger.warning("Removed the stale download lock %s (untouched for %.0f s: its "
+                       "process is gone)", path, time.time() - seen.st_mtime)
+    _remove_quietly(grave)
+    return True
 
 
 def _download_with_retries(url: str, final: str, retries: int, backoff: float,

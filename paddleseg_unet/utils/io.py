@@ -70,7 +70,8 @@ def atomic_write(path: str, mode: str = "wb", encoding: Optional[str] = None) ->
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
     try:
-        os.fchmod(fd, _default_file_mode())
+        if hasattr(os, "fchmod"):  # POSIX; Windows files have no mode bits to widen
+            os.fchmod(fd, _default_file_mode())
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
             f.flush()

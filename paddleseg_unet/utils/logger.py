@@ -1,4 +1,8 @@
-"""The package logger: PaddleSeg-style lines (``2026-01-01 12:00:00 [INFO] ...``)."""
+"""The package logger: PaddleSeg-style lines (``2026-01-01 12:00:00 [INFO] ...``).
+
+A library stays silent until its user decides: importing the package attaches only a
+``NullHandler`` (``paddleseg_unet/__init__.py``) and sets no level, so the records reach whatever the application configured
+on the root logger (nothing by default). The commands call :func:`setup_logger`."""
 from __future__ import annotations
 
 import logging
@@ -22,7 +26,3 @@ def setup_logger(log_file: str = "", rank: int = 0, level: int = logging.INFO) -
         handler.setFormatter(formatter)
         logger.addHandler(handler)
     return logger
-
-
-if not logger.handlers:  # library use without a tool: still print INFO lines once
-    setup_logger()

@@ -305,3 +305,25 @@ def test_conv_bias_folding_equals_plain_conv_then_batchnorm(mode):
         np.testing.assert_allclose(bn._variance.numpy(), ref_layers[1]._variance.numpy(), rtol=1e-5, atol=1e-5)
     if mode == "eval":
         assert np.abs(grads[1]["_conv.bias"]).max() > 1e-2  # the bias matters with running stats
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_hooks_on_the_block_layers_fire_and_change_nothing(training):
+    """The folded fast path never calls ``_conv``/``_batch_norm``; a block whose layers carry
+    a forward hook takes the plain path, so the hooks fire, with the same output."""
+    paddle.seed(3)
+    model = UNet(num_classes=2, base_channels=2)
+    model.train() if training else model.eval()
+    x = paddle.to_tensor(np.random.default_rng(0).normal(0, 1, (2, 3, 32, 32)), "float32")
+    state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    expected = model(x)[0].numpy()
+    model.set_state_dict(state)  # training updated the running statistics: start again
+    seen = []
+    blocks = [layer for layer in model.sublayers() if type(layer).__name__ == "ConvBNReLU"]
+    handles = [layer.register_forward_post_hook(lambda layer, i, o: seen.append(type(layer)))
+               for block in blocks for layer in (block._conv, block._batch_norm, block._relu)]
+    got = model(x)[0].numpy()
+    for handle in handles:
+        handle.remove()
+    assert len(seen) == 3 * len(blocks) == 3 * 18
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

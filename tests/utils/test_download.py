@@ -2,6 +2,7 @@
 import io
 import multiprocessing
 import os
+import sys
 import tarfile
 import threading
 import time
@@ -396,3 +397,97 @@ def test_extract_rejects_non_archive(tmp_path):
     junk.write_bytes(b"not an archive at all")
     with pytest.raises(DownloadError, match="neither a zip nor a tar"):
         extract_archive(str(junk), str(tmp_path / "out"))
+
+
+# --------------------------------------------------------------------------- without fcntl
+# Windows has no fcntl: the lock is then the lock file itself (exclusive create).
+
+def test_every_module_imports_and_downloads_without_fcntl(server, tmp_path):
+    """fcntl made unavailable before anything is imported: every module and tool imports,
+    and a download takes the exclusive-create lock (removed afterwards, unlike fcntl's)."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        from test_imports import import_all_script, run_python
+    finally:
+        sys.path.pop(0)
+    cache = tmp_path / "c"
+    script = import_all_script("sys.modules['fcntl'] = None") + (
+        "\nfrom paddleseg_unet.utils.download import cached_download\n"
+        f"print(cached_download({server.url()!r}, cache_dir={str(cache)!r}, progress=False))\n")
+    proc = run_python(script)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = proc.stdout.strip().splitlines()[-1]
+    assert path == str(cache / "model.pdparams") and _read(path) == PAYLOAD
+    assert sorted(os.listdir(cache)) == ["model.pdparams"]  # no lock file left behind
+    assert server.requests == 1
+
+
+@pytest.fixture
+def no_fcntl(monkeypatch):
+    monkeypatch.setitem(sys.modules, "fcntl", None)
+    monkeypatch.setattr(dl, "_LOCK_POLL", 0.02)
+
+
+def test_lock_file_serialises_two_downloaders(server, tmp_path, no_fcntl):
+    server.hold = threading.Event()
+    results, errors = [], []
+
+    def fetch():
+        try:
+            results.append(cached_download(server.url(), cache_dir=str(tmp_path), retries=0,
+                                           timeout=20, progress=False))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    assert server.first_request.wait(20)
+    time.sleep(0.5)  # the second one is now polling the lock file
+    assert os.path.exists(tmp_path / "model.pdparams.lock")
+    server.hold.set()
+    for t in threads:
+        t.join(30)
+    assert not errors and results == [str(tmp_path / "model.pdparams")] * 2
+    assert server.requests == 1 and server.full_downloads == 1
+    assert _read(results[0]) == PAYLOAD
+    assert not os.path.exists(tmp_path / "model.pdparams.lock")
+
+
+def test_lock_file_of_a_dead_process_is_removed(server, tmp_path, no_fcntl):
+    lock = tmp_path / "model.pdparams.lock"
+    lock.write_text("12345\n")
+    old = time.time() - dl._LOCK_STALE - 5
+    os.utime(lock, (old, old))
+    path = cached_download(server.url(), cache_dir=str(tmp_path), progress=False)
+    assert _read(path) == PAYLOAD
+    assert sorted(os.listdir(tmp_path)) == ["model.pdparams"]
+
+
+def test_fresh_lock_file_is_waited_for(server, tmp_path, no_fcntl, monkeypatch):
+    """A live holder (its lock recently touched) is not broken: the waiter waits, and once
+    the holder's file appears it is used without a download."""
+    lock = tmp_path / "model.pdparams.lock"
+    lock.write_text("12345\n")
+
+    def holder_finishes():
+        time.sleep(0.5)
+        (tmp_path / "model.pdparams").write_bytes(b"done by the holder")
+        lock.unlink()
+
+    t = threading.Thread(target=holder_finishes)
+    t.start()
+    path = cached_download(server.url(), cache_dir=str(tmp_path), progress=False)
+    t.join()
+    assert _read(path) == b"done by the holder" and server.requests == 0
+
+
+def test_lock_file_is_kept_fresh_while_held(tmp_path, no_fcntl, monkeypatch):
+    monkeypatch.setattr(dl, "_LOCK_HEARTBEAT", 0.05)
+    lock = str(tmp_path / "x.lock")
+    with dl._download_lock(lock, str(tmp_path / "x")):
+        old = time.time() - 1000
+        os.utime(lock, (old, old))
+        time.sleep(0.3)
+        assert time.time() - os.stat(lock).st_mtime < 5
+    assert not os.path.exists(lock)

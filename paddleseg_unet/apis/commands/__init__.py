@@ -14,6 +14,7 @@ COMMANDS = {
     "predict": ("predict", "tools/predict.py"),
     "export": ("export", "tools/export.py"),
     "convert": ("convert", "tools/convert_dataset.py"),
+    "analyze": ("analyze", "tools/analyze_model.py"),
     "plot": ("plot", "tools/plot_log.py"),
     "configs": ("configs", None),
 }
