@@ -557,3 +557,39 @@ def test_two_processes_match_one_process_with_double_batch(root, tmp_path):
         np.testing.assert_allclose(ranks[0][key], value, rtol=1e-5, atol=1e-7, err_msg=key)
         moved = max(moved, float(np.abs(value - initial[key]).max()))
     assert moved > 1e-3  # the comparison is of trained weights, not of the initial ones
+
+
+def test_two_nodes_on_localhost_match_one_process_with_double_batch(root, tmp_path):
+    """Two launcher processes as two "nodes" (``--nnodes 2 --master 127.0.0.1:PORT --rank
+    R``, one trainer each, CPU/gloo): the weights after K steps equal one process of the
+    global batch, as the single-node two-process run does."""
+    import socket
+
+    iters, out = 3, tmp_path / "nodes"
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    worker = os.path.join(os.path.dirname(__file__), "dist_train_worker.py")
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "paddle.distributed.launch", "--nnodes", "2", "--master",
+         f"127.0.0.1:{port}", "--rank", str(rank), "--nproc_per_node", "1",
+         "--log_dir", str(out / f"log{rank}"), worker, "--root", root, "--out", str(out),
+         "--iters", str(iters), "--batch_size", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        cwd=str(tmp_path)) for rank in (0, 1)]
+    outputs = [n.communicate(timeout=200)[0] for n in nodes]
+    logs = "".join(open(p).read()[-2000:] for p in glob.glob(str(out / "log*" / "*")))
+    assert all(n.returncode == 0 for n in nodes), "".join(o[-1500:] for o in outputs) + logs
+    ranks = [dict(np.load(out / f"rank{r}.npz")) for r in (0, 1)]
+    assert int(ranks[0].pop("world_size")) == int(ranks[1].pop("world_size")) == 2
+    model, dataset, loss, opt, scheduler = build_parts(
+        root, iters, optimizer={"type": "SGD", "momentum": 0.9}, global_bn_stats=True)
+    Trainer(model, dataset, loss, opt, scheduler,
+            TrainOptions(iters=iters, batch_size=4, save_dir=str(tmp_path / "one"),
+                         save_interval=iters, log_iters=1)).train()
+    for r in ranks:
+        r.pop("losses")
+    for key, value in weights_of(model).items():
+        np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)
+        np.testing.assert_allclose(ranks[0][key], value, rtol=1e-5, atol=1e-7, err_msg=key)
