@@ -31,7 +31,7 @@ def all_modules():
     package = os.path.join(REPO, "paddleseg_unet")
     for root, _, files in os.walk(package):
         for name in sorted(files):
-            if name.endswith(".py"):
+            if name.endswith(".py") and name != "__main__.py":  # runs the command line
                 rel = os.path.relpath(os.path.join(root, name), REPO)[:-3].split(os.sep)
                 names.append(".".join(rel[:-1] if rel[-1] == "__init__" else rel))
     return sorted(names)
