@@ -1,12 +1,5 @@
-"""What a config's model costs at one input size:
-``python tools/analyze_model.py --config configs/unet/unet_drive_128x128_40k.yml
---input_size 128 128 --json output/analyze.json``.
-
-Prints the parameters (trainable / total), MACs and FLOPs per layer and in total, an
-activation-memory estimate and the latency of each backend (eager Paddle; Paddle Inference
-and ONNX Runtime on a temporary export) at that size. The counting conventions are in
-``paddleseg_unet/core/analyze.py`` and docs/analyze.md.
-"""
+"""PaddleSeg-style script for ``paddleseg-unet analyze``: the same function and flags
+(:mod:`paddleseg_unet.apis.commands.analyze`; ``python tools/analyze_model.py --help``)."""
 import os
 import sys
 

@@ -1,12 +1,5 @@
-"""Convert an official dataset download into the layout the toolkit trains on.
-
-    python tools/convert_dataset.py {drive,stare,chasedb1,hrf,cityscapes} SRC DST [--force]
-    python tools/convert_dataset.py folder --images DIR --masks DIR DST [options]
-
-SRC: the extracted folder, a folder holding the downloaded archives, or one archive.
-Your own images and masks: ``folder`` (``folder --help``). See docs/datasets.md and
-docs/custom_data.md.
-"""
+"""PaddleSeg-style script for ``paddleseg-unet convert``: the same function and flags
+(:mod:`paddleseg_unet.apis.commands.convert`; ``python tools/convert_dataset.py --help``)."""
 import os
 import sys
 

@@ -1,14 +1,5 @@
-"""Export a model for deployment (no training code needed to run it):
-``python tools/export.py --config configs/unet/unet_drive_128x128_40k.yml
---model_path unet_drive_128x128_40k --save_dir output/inference_model --onnx``.
-
-Writes a Paddle static inference model (``model.json`` + ``model.pdiparams``, dynamic H and
-W unless ``--input_shape`` fixes them), ``deploy.yaml`` (preprocessing, output op, class
-names, colours) and, with ``--onnx``, ``model.onnx``. The exported outputs are then
-compared with the eager model on a random input (``--no_check`` skips it).
-Run it with ``tools/val.py`` / ``tools/predict.py --backend inference|onnxruntime
---model_dir DIR``.
-"""
+"""PaddleSeg-style script for ``paddleseg-unet export``: the same function and flags
+(:mod:`paddleseg_unet.apis.commands.export`; ``python tools/export.py --help``)."""
 import os
 import sys
 

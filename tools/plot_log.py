@@ -1,11 +1,5 @@
-"""Draw the loss, learning-rate and evaluation curves of a training run into a PNG:
-``python tools/plot_log.py output/vdl_log --out curves.png`` or
-``python tools/plot_log.py output/train.log``.
-
-Reads a VisualDL log folder (``Train/*`` and ``Evaluate/*`` scalars) or a text log with
-``[TRAIN] epoch: E, iter: i/N, loss: x, lr: x, ...`` and ``[EVAL] #Images: N mIoU: x ...``
-lines (an evaluation is placed at the iteration of the last [TRAIN] line before it).
-"""
+"""PaddleSeg-style script for ``paddleseg-unet plot``: the same function and flags
+(:mod:`paddleseg_unet.apis.commands.plot`; ``python tools/plot_log.py --help``)."""
 import os
 import sys
 

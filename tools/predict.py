@@ -1,16 +1,5 @@
-"""Predict masks for your own images:
-``python tools/predict.py --config configs/unet/unet_drive_128x128_40k.yml
---model_path unet_drive_128x128_40k --image_path photos/ --save_dir output/result``.
-
-``--image_path``: an image, a folder (searched recursively) or a .txt list of paths.
-Per image NAME, under ``--save_dir``: ``pseudo_color_prediction/NAME.png`` (palette PNG,
-pixel value = class id), ``added_prediction/NAME.jpg`` (colour mask over the image) and,
-with ``--save_prob`` (two classes), ``probability/NAME.png`` (16-bit, value / 65535).
-Unreadable images are skipped with a warning and listed at the end.
-
-Exported models: ``--backend inference|onnxruntime --model_dir DIR`` (``--config`` is
-then optional: preprocessing, classes and colours come from DIR/deploy.yaml).
-"""
+"""PaddleSeg-style script for ``paddleseg-unet predict``: the same function and flags
+(:mod:`paddleseg_unet.apis.commands.predict`; ``python tools/predict.py --help``)."""
 import os
 import sys
 

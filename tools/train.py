@@ -1,8 +1,5 @@
-"""Train a UNet from a config: ``python tools/train.py --config configs/unet/unet_drive_128x128_40k.yml``.
-
-Multi-device: ``python -m paddle.distributed.launch --gpus 0,1,2,3 tools/train.py ...``
-(``--batch_size`` is per device).
-"""
+"""PaddleSeg-style script for ``paddleseg-unet train``: the same function and flags
+(:mod:`paddleseg_unet.apis.commands.train`; ``python tools/train.py --help``)."""
 import os
 import sys
 

@@ -1,12 +1,5 @@
-"""Evaluate weights on a config's val set:
-``python tools/val.py --config configs/unet/unet_drive_128x128_40k.yml --model_path unet_drive_128x128_40k``.
-
-``--model_path`` takes a file, an http(s) URL or a model-zoo name. An exported model
-(tools/export.py) runs with ``--backend inference|onnxruntime --model_dir DIR``, with the
-preprocessing of DIR/deploy.yaml. Metrics: mIoU, Acc,
-Kappa, Dice (+ per class), vessel Dice / sensitivity / specificity for two classes, and
-AUC-ROC (``--auc_roc`` or ``test_config.auc_roc``) from constant-memory histograms.
-"""
+"""PaddleSeg-style script for ``paddleseg-unet val``: the same function and flags
+(:mod:`paddleseg_unet.apis.commands.val`; ``python tools/val.py --help``)."""
 import os
 import sys
 
