@@ -20,7 +20,8 @@ not the interpreter start-up. Rounds alternate the order of the arms; the ratio 
 median of the per-round ratios PaddleSeg time / our time (> 1: ours faster).
 The weights are a PaddleSeg UNet (seed 0, BN statistics made non-trivial) saved once and
 loaded by both arms. PaddleSeg 2.8's ``calculate_area`` concatenates 0-D tensors, which
-Paddle 3 refuses; its arm replaces it by the same sums stacked (the only change).
+Paddle 3 refuses; its arm replaces it by the same sums stacked (the only change), and wraps
+``metrics.auc_roc`` to read the AUC that ``evaluate`` logs but does not return.
 
     python benchmarks/vs_paddleseg.py [--sections eval train slide] [--rounds 3]
         [--ours_backend paddle|inference|onnxruntime] [--ours_static] [--quick]
@@ -93,13 +94,23 @@ def arm_eval_paddleseg(spec: Dict[str, Any]) -> Dict[str, Any]:
     from paddleseg.core import evaluate
     from paddleseg.datasets import Dataset
 
+    import paddleseg.utils.metrics as metrics
+
     _patch_paddleseg_calculate_area()
+    auc_of = metrics.auc_roc
+    seen: Dict[str, float] = {}
+
+    def auc_roc(*args: Any, **kwargs: Any) -> float:  # evaluate logs it but returns it not
+        seen["auc"] = float(auc_of(*args, **kwargs))
+        return seen["auc"]
+
+    metrics.auc_roc = auc_roc
     model = _paddleseg_model(spec["weights"])
     dataset = Dataset(mode="val", dataset_root=spec["root"],
                       val_path=os.path.join(spec["root"], "val_list.txt"),
                       transforms=[T.Normalize()], num_classes=2)
-    miou, acc, _, _, kappa, auc = evaluate(model, dataset, auc_roc=True, print_detail=False)
-    return {"miou": float(miou), "auc_roc": float(auc), "acc": float(acc)}
+    miou, acc, _, _, _ = evaluate(model, dataset, auc_roc=True, print_detail=False)
+    return {"miou": float(miou), "auc_roc": seen["auc"], "acc": float(acc)}
 
 
 def _run_tool(script: str, argv: List[str]) -> None:
@@ -280,8 +291,12 @@ def make_weights(path: str) -> None:
 
     paddle.seed(0)
     model = UNet(num_classes=2)
+    # Non-trivial BN statistics, small means: positive means of 0.5-1 switch almost every
+    # ReLU off and give a constant output (AUC 0.5 in both arms, a comparison of nothing).
     for name, value in model.state_dict().items():
-        if name.endswith(("_mean", "_variance")):
+        if name.endswith("_mean"):
+            value.set_value((paddle.rand(value.shape) - 0.5) * 0.1)
+        elif name.endswith("_variance"):
             value.set_value(paddle.rand(value.shape) * 0.5 + 0.5)
     paddle.save(model.state_dict(), path)
 
