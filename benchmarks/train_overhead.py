@@ -72,22 +72,24 @@ def write_dataset(root: str) -> str:
     return root
 
 
-def build(iters: int) -> Tuple[Any, Any, Any, Any]:
+def build(iters: int, width: int = WIDTH) -> Tuple[Any, Any, Any, Any]:
     paddle.seed(0)
-    model = UNet(2, base_channels=WIDTH)
+    model = UNet(2, base_channels=width)
     scheduler = build_lr_scheduler({"type": "PolynomialDecay", "learning_rate": 0.01}, iters)
     optimizer = build_optimizer({"type": "Adam"}, model.parameters(), scheduler)
     loss = build_loss({"types": [{"type": "CrossEntropyLoss"}], "coef": [1]})
     return model, loss, optimizer, scheduler
 
 
-def run_trainer(root: str, work: str, iters: int, workers: int, log_iters: int) -> float:
-    model, loss, optimizer, scheduler = build(iters)
+def run_trainer(root: str, work: str, iters: int, workers: int, log_iters: int,
+                width: int = WIDTH, to_static_training: bool = False) -> float:
+    model, loss, optimizer, scheduler = build(iters, width)
     dataset = Dataset(root, TRANSFORMS, 2, "train", train_path="train_list.txt")
     save_dir = os.path.join(work, "out")
     shutil.rmtree(save_dir, ignore_errors=True)
     options = TrainOptions(iters=iters, batch_size=BATCH, save_dir=save_dir,
-                           save_interval=iters, log_iters=log_iters, num_workers=workers)
+                           save_interval=iters, log_iters=log_iters, num_workers=workers,
+                           to_static_training=to_static_training)
     trainer = Trainer(model, dataset, loss, optimizer, scheduler, options)
     start = time.perf_counter()
     trainer.train()

@@ -118,7 +118,12 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stride", nargs=2, type=int, default=None, metavar=("W", "H"),
                        help="window stride for --is_slide")
     group.add_argument("--slide_batch", type=int, default=None,
-                       help="windows per forward pass in --is_slide (default 8)")
+                       help="at most this many windows per forward pass in --is_slide "
+                            "(default: as many as --slide_memory_gb allows, up to 8)")
+    group.add_argument("--slide_memory_gb", type=float, default=None,
+                       help="memory for --is_slide windows run at once and their sums, in "
+                            "GB (default: a quarter of the free memory, at most 2 GB; at "
+                            "least one window at a time, as PaddleSeg)")
     group.add_argument("--slide_weight", choices=["uniform", "gaussian"], default=None,
                        help="blend overlapping windows equally (PaddleSeg, default) or with a "
                             "Gaussian per window (nnU-Net; removes tile seams)")
@@ -128,7 +133,7 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
 
 
 INFERENCE_FLAGS = ("scales", "flip_horizontal", "flip_vertical", "is_slide", "crop_size",
-                   "stride", "slide_batch", "slide_weight", "aug_average")
+                   "stride", "slide_batch", "slide_weight", "aug_average", "slide_memory_gb")
 
 
 def inference_options(args: argparse.Namespace, test_config: Optional[Dict[str, Any]] = None

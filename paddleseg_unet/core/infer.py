@@ -11,6 +11,7 @@ Sizes follow PaddleSeg: ``crop_size`` and ``stride`` are ``(w, h)``; shapes are 
 """
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -29,6 +30,10 @@ __all__ = [
     "slide_windows",
     "slide_inference",
     "slide_workers_for",
+    "available_memory_bytes",
+    "default_slide_budget",
+    "activation_bytes_per_pixel",
+    "slide_plan",
     "undo_trans_info",
     "flip_combinations",
     "inference",
@@ -74,6 +79,8 @@ def as_forward(model: Callable[..., Any], numpy_io: bool = False) -> Forward:
     # Several threads may call an eager paddle model at once (sliding windows on a CPU);
     # exported-model backends such as a Paddle Inference predictor must not be shared.
     forward.concurrent_ok = isinstance(model, paddle.nn.Layer) or getattr(model, "concurrent_ok", False)
+    # What per-model measurements (activation_bytes_per_pixel) are cached on.
+    forward.owner = getattr(model, "owner", model)
     return forward
 
 
@@ -102,8 +109,10 @@ class InferenceOptions:
 
     ``scales`` and the flips are test-time augmentation (averaged; ``average`` ``logit``
     is PaddleSeg's mean of raw logits, ``prob`` MMSegmentation's mean of probabilities);
-    ``is_slide`` runs ``crop_size`` windows (w, h) every ``stride`` (w, h), ``slide_batch``
-    windows per forward call; ``slide_weight`` blends overlapping windows with equal weights
+    ``is_slide`` runs ``crop_size`` windows (w, h) every ``stride`` (w, h), at most
+    ``slide_batch`` windows per forward call (None: as many as the memory budget allows, up
+    to :data:`SLIDE_BATCH_MAX`), within ``slide_memory_gb`` GB of activations and sums (None:
+    :func:`default_slide_budget`); ``slide_weight`` blends overlapping windows with equal weights
     (``uniform``, PaddleSeg's mean) or with a Gaussian centred on each window (``gaussian``,
     as nnU-Net and MONAI: the centre of a window counts more than its border, which removes
     tile seams). The defaults are plain whole-image inference.
@@ -115,9 +124,10 @@ class InferenceOptions:
     is_slide: bool = False
     crop_size: Optional[Tuple[int, int]] = None
     stride: Optional[Tuple[int, int]] = None
-    slide_batch: int = 8
+    slide_batch: Optional[int] = None
     average: str = "logit"
     slide_weight: str = "uniform"
+    slide_memory_gb: Optional[float] = None
 
     def __post_init__(self) -> None:
         scales = self.scales
@@ -139,10 +149,20 @@ class InferenceOptions:
             raise InferenceError("sliding-window inference (is_slide) needs crop_size and "
                                  "stride, both (w, h): --crop_size W H --stride W H, or "
                                  "test_config.crop_size / stride in the config")
-        if isinstance(self.slide_batch, bool) or not isinstance(self.slide_batch, int) \
-                or self.slide_batch < 1:
+        if self.slide_batch is not None and (
+                isinstance(self.slide_batch, bool) or not isinstance(self.slide_batch, int)
+                or self.slide_batch < 1):
             raise InferenceError(f"slide_batch must be a positive integer, "
                                  f"got {self.slide_batch!r}")
+        memory = self.slide_memory_gb
+        if memory is not None and (isinstance(memory, bool) or not isinstance(
+                memory, (int, float)) or not math.isfinite(memory) or memory <= 0):
+            raise InferenceError(f"slide_memory_gb must be a positive number of GB, "
+                                 f"got {memory!r}")
+
+    @property
+    def slide_memory_bytes(self) -> Optional[int]:
+        return None if self.slide_memory_gb is None else int(self.slide_memory_gb * 1024 ** 3)
 
     @classmethod
     def build(cls, test_config: Optional[Mapping[str, Any]] = None,
@@ -232,26 +252,174 @@ def slide_workers_for(forward: Forward, num_calls: int) -> int:
     return max(1, min(current_cpu_threads(), num_calls))
 
 
+SLIDE_BATCH_MAX = 8  # windows per forward call when the budget and --slide_batch allow
+# The default budget: a share of the memory free when the image starts (other processes, the
+# loader and the rest of this one need the remainder), and never more than a fixed amount,
+# so that big windows (584 px HRF crops at full width: ~2 GB each) run one at a time as in
+# PaddleSeg, while the small windows that gain most from batching still get all of it.
+DEFAULT_BUDGET_FRACTION = 0.25
+DEFAULT_BUDGET_CAP = 2 * 1024 ** 3
+PROBE_SIZE = 64  # side of the probe input that measures a model's activation bytes per pixel
+
+
+def available_memory_bytes() -> Optional[int]:
+    """Memory a new allocation can get without swapping: ``MemAvailable`` of /proc/meminfo
+    on Linux, else the free physical pages (``os.sysconf``), else None (unknown)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def default_slide_budget() -> int:
+    """Bytes that sliding windows may use when no budget is given: DEFAULT_BUDGET_FRACTION
+    of :func:`available_memory_bytes`, at most DEFAULT_BUDGET_CAP; 0 (one window at a
+    time, PaddleSeg's footprint) when the free memory is unknown."""
+    available = available_memory_bytes()
+    if available is None:
+        return 0
+    return int(min(DEFAULT_BUDGET_FRACTION * available, DEFAULT_BUDGET_CAP))
+
+
+def _status_kb(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _peak_bytes_of(run: Callable[[], Any]) -> Optional[int]:
+    """The memory ``run()`` needs at its peak above what was in use before: Paddle's own
+    count of allocated host bytes (exact for paddle tensors); for a backend that allocates
+    outside Paddle (onnxruntime, Paddle Inference), the growth of the resident set, which
+    their arena allocators keep after the call. None when neither can be read."""
+    core = paddle.base.core
+    try:
+        core.host_memory_stat_reset_peak_value("Allocated", 0)
+        before = core.host_memory_stat_current_value("Allocated", 0)
+    except (AttributeError, RuntimeError, ValueError):
+        before = None
+    rss_before = _status_kb("VmRSS")
+    run()
+    known = []
+    if before is not None:
+        known.append(core.host_memory_stat_peak_value("Allocated", 0) - before)
+    rss_after = _status_kb("VmRSS")
+    if rss_before is not None and rss_after is not None:
+        known.append((rss_after - rss_before) * 1024)
+    return max(known) if known else None
+
+
+def activation_bytes_per_pixel(forward: Forward, channels: int, dtype: Any,
+                               probe_hw: Tuple[int, int] = (PROBE_SIZE, PROBE_SIZE)
+                               ) -> Optional[float]:
+    """Peak memory of one forward call per input pixel (one image), measured once by a
+    forward of zeros ``[1, channels, *probe_hw]`` and cached on the model (per channels and
+    dtype). A model's activations grow with the pixels, so the per-pixel cost of a small
+    probe carries over to big windows (measured on UNet: the same 6184 B/px from 32 to 256
+    px). None when it cannot be measured (the probe failed or nothing is readable)."""
+    owner = getattr(forward, "owner", forward)
+    key = (int(channels), str(dtype), tuple(probe_hw))
+    cache = getattr(owner, "_slide_bytes_per_pixel", None)
+    if isinstance(cache, dict) and key in cache:
+        return cache[key]
+    probe = paddle.zeros([1, int(channels), *probe_hw], dtype=dtype)
+    try:
+        with paddle.no_grad():
+            peak = _peak_bytes_of(lambda: forward(probe))
+    except Exception:  # noqa: BLE001 - a model that refuses the probe is run the safe way
+        peak = None
+    value = None if peak is None else max(float(peak), 0.0) / (probe_hw[0] * probe_hw[1])
+    try:
+        if not isinstance(cache, dict):
+            cache = {}
+            setattr(owner, "_slide_bytes_per_pixel", cache)
+        cache[key] = value
+    except (AttributeError, TypeError):  # an object that takes no attributes: measure again
+        pass
+    return value
+
+
+def slide_plan(window_bytes: float, accumulator_bytes: float, budget_bytes: float,
+               num_windows: int, max_windows_per_call: int, max_workers: int,
+               fixed_workers: bool = False) -> Tuple[int, int]:
+    """``(windows per forward call, worker threads)`` whose estimated peak, ``workers *
+    (windows * window_bytes + accumulator_bytes)``, fits ``budget_bytes``. Threads come
+    first (on a CPU two calls side by side gain more than bigger calls; ``fixed_workers``
+    keeps ``max_workers``), then windows per call, never more than ``max_*`` nor than the
+    windows need; at least one window and one thread, which is what one-window-at-a-time
+    inference (PaddleSeg's) needs anyway."""
+    def fits(windows: int, workers: int) -> bool:
+        return workers * (windows * window_bytes + accumulator_bytes) <= budget_bytes
+
+    workers = max(1, min(int(max_workers), int(num_windows)))
+    while workers > 1 and not fixed_workers and not fits(1, workers):
+        workers -= 1
+    windows = max(1, min(int(max_windows_per_call), math.ceil(num_windows / workers)))
+    while windows > 1 and not fits(windows, workers):
+        windows -= 1
+    return windows, workers
+
+
+def _budgeted(forward: Forward, img: paddle.Tensor, crop_hw: Tuple[int, int],
+              windows: List[Window], per_call: int, workers: Optional[int],
+              memory_budget: Optional[int]) -> Tuple[int, Optional[int]]:
+    """Windows per call and threads of :func:`slide_inference` within the memory budget
+    (a ``workers`` given by the caller is kept)."""
+    n, c, h, w = (int(s) for s in img.shape)
+    probe_hw = (min(crop_hw[0], PROBE_SIZE), min(crop_hw[1], PROBE_SIZE))
+    per_pixel = activation_bytes_per_pixel(forward, c, img.dtype, probe_hw)
+    if per_pixel is None:
+        return 1, workers if workers is not None else 1  # unknown cost: PaddleSeg's way
+    budget = default_slide_budget() if memory_budget is None else memory_budget
+    window_bytes = per_pixel * n * crop_hw[0] * crop_hw[1]
+    # Each thread keeps a float32 sum of the logits over the image (2 classes assumed at
+    # least; a larger model output is part of its activations anyway).
+    accumulator_bytes = 4.0 * n * 2 * h * w
+    max_workers = workers if workers is not None else slide_workers_for(forward, len(windows))
+    return slide_plan(window_bytes, accumulator_bytes, budget, len(windows), per_call,
+                      max_workers, fixed_workers=workers is not None)
+
+
 @paddle.no_grad()
 def slide_inference(model: Callable[..., Any], img: paddle.Tensor,
                     crop_size: Tuple[int, int], stride: Tuple[int, int],
-                    slide_batch: int = 8, workers: Optional[int] = None,
-                    weight: str = "uniform") -> paddle.Tensor:
+                    slide_batch: Optional[int] = None, workers: Optional[int] = None,
+                    weight: str = "uniform", memory_budget: Optional[int] = None
+                    ) -> paddle.Tensor:
     """Sliding-window logits ``[N, K, H, W]`` (float32), overlapping windows averaged
     (``weight`` ``uniform``) or blended with a Gaussian per window (``gaussian``: weights
     ``g(y) g(x)``, :func:`gaussian_profile`, divided by their sum at each pixel).
 
     ``crop_size`` / ``stride`` are ``(w, h)``. Windows are batched: each forward call gets
     up to ``slide_batch`` crops in total (``N`` per window, so ``max(1, slide_batch // N)``
-    windows). Sums and counts stay on the device; the count is the outer product of the
-    per-axis coverages because the windows form a grid. ``workers`` threads run the calls
-    side by side (default :func:`slide_workers_for`); batch ``i`` always goes to thread
-    ``i % workers`` and the per-thread sums are added in thread order, so results repeat.
+    windows; None: up to SLIDE_BATCH_MAX windows). Sums and counts stay on the device; the
+    count is the outer product of the per-axis coverages because the windows form a grid.
+    ``workers`` threads run the calls side by side (default :func:`slide_workers_for`);
+    batch ``i`` always goes to thread ``i % workers`` and the per-thread sums are added in
+    thread order, so results repeat, whatever the batching.
+
+    On a CPU, windows per call and threads (those not given) follow ``memory_budget`` bytes
+    (default :func:`default_slide_budget`): the model's activation bytes per pixel are
+    measured once (:func:`activation_bytes_per_pixel`) and :func:`slide_plan` picks the
+    largest batching whose estimate fits. On a GPU the given or default batch is used.
     """
     forward = as_forward(model)
     cw, ch = _pair(crop_size, "crop_size (w, h)")
     sw, sh = _pair(stride, "stride (w, h)")
-    if not isinstance(slide_batch, (int, np.integer)) or slide_batch < 1:
+    if slide_batch is not None and (not isinstance(slide_batch, (int, np.integer))
+                                    or slide_batch < 1):
         raise InferenceError(f"slide_batch must be a positive int, got {slide_batch!r}")
     if img.ndim != 4:
         raise InferenceError(f"image tensor must be [N, C, H, W], got shape {list(img.shape)}")
@@ -269,12 +437,15 @@ def slide_inference(model: Callable[..., Any], img: paddle.Tensor,
             f"stride {(sw, sh)} is larger than crop_size {(cw, ch)} (w, h): some pixels of the "
             f"{w}x{h} image fall in no window; use a stride <= crop_size")
     windows = slide_windows(h, w, (ch, cw), (sh, sw))
-    per_call = max(1, int(slide_batch) // n)
+    if workers is not None and (not isinstance(workers, (int, np.integer)) or workers < 1):
+        raise InferenceError(f"slide workers must be a positive int, got {workers!r}")
+    per_call = SLIDE_BATCH_MAX if slide_batch is None else max(1, int(slide_batch) // n)
+    if paddle.get_device().startswith("cpu"):
+        per_call, workers = _budgeted(forward, img, (ch, cw), windows, per_call, workers,
+                                      memory_budget)
     calls = [windows[start:start + per_call] for start in range(0, len(windows), per_call)]
     if workers is None:
         workers = slide_workers_for(forward, len(calls))
-    if not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise InferenceError(f"slide workers must be a positive int, got {workers!r}")
     workers = min(int(workers), len(calls))  # a thread without calls would only hold a share
 
     def run(my_calls: List[List[Window]]) -> Optional[paddle.Tensor]:
@@ -367,7 +538,8 @@ def _infer_logits(forward: Forward, img: paddle.Tensor, options: InferenceOption
     if not options.is_slide:
         return forward(img)
     return slide_inference(forward, img, options.crop_size, options.stride,
-                           options.slide_batch, weight=options.slide_weight)
+                           options.slide_batch, weight=options.slide_weight,
+                           memory_budget=options.slide_memory_bytes)
 
 
 @paddle.no_grad()

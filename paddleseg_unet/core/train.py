@@ -87,6 +87,9 @@ class TrainOptions:
     ema_warmup: bool = False  # PaddleSeg's --use_ema: decay min(1 - 1/(iter + 1), ema_decay)
     best_metric: str = "mIoU"
     eval_options: Optional[EvalOptions] = None  # default: plain, with num_workers
+    # PaddleSeg's flag: forward + loss as one static graph (paddle.jit.to_static). On a CPU
+    # it was no faster than eager for UNet (docs/training.md); kept for parity.
+    to_static_training: bool = False
 
     def check(self) -> None:
         if self.precision not in PRECISIONS:
@@ -215,6 +218,7 @@ class Trainer:
         self.reader_cost = 0.0
         self.latest_metrics: Optional[Dict[str, Any]] = None  # set by EvalHook
         self.stop_requested = False
+        self._static_forward_loss: Optional[Callable] = None  # built on the first step
 
     @property
     def max_iter(self) -> int:
@@ -346,16 +350,34 @@ class Trainer:
         finally:
             batches.close()  # shuts the loader's worker processes down now, not at exit
 
+    def _forward_loss(self, img: paddle.Tensor, label: paddle.Tensor) -> paddle.Tensor:
+        return self.loss_fn(self.train_model(img), label)
+
+    def forward_loss(self) -> Callable[[paddle.Tensor, paddle.Tensor], paddle.Tensor]:
+        """The step's forward + loss: eager, or with ``to_static_training`` the same code
+        translated once into a static graph by ``paddle.jit.to_static`` (the model's
+        parameters and state-dict keys are untouched; backward and the optimizer stay
+        eager)."""
+        if not self.options.to_static_training:
+            return self._forward_loss
+        if self._static_forward_loss is None:
+            model, loss_fn = self.train_model, self.loss_fn  # to_static takes no bound method
+
+            def forward_and_loss(img: paddle.Tensor, label: paddle.Tensor) -> paddle.Tensor:
+                return loss_fn(model(img), label)
+
+            self._static_forward_loss = paddle.jit.to_static(forward_and_loss)
+        return self._static_forward_loss
+
     def run_step(self, batch: Dict[str, Any]) -> paddle.Tensor:
         """One optimisation step on ``batch``; returns the loss."""
         img, label = batch["img"], batch["label"]
+        forward_loss = self.forward_loss()
         if self.amp_dtype:
             with paddle.amp.auto_cast(level=self.options.amp_level, dtype=self.amp_dtype):
-                logits = self.train_model(img)
-                loss = self.loss_fn(logits, label)
+                loss = forward_loss(img, label)
         else:
-            logits = self.train_model(img)
-            loss = self.loss_fn(logits, label)
+            loss = forward_loss(img, label)
         if self.scaler is not None:
             scaled = self.scaler.scale(loss)
             scaled.backward()

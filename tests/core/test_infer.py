@@ -5,9 +5,12 @@ import paddle
 import paddle.nn as nn
 import pytest
 
-from paddleseg_unet.core.infer import (InferenceError, InferenceOptions, as_forward,
-                                       aug_inference, inference, slide_inference,
-                                       slide_windows, slide_workers_for)
+from paddleseg_unet.core import infer as infer_module
+from paddleseg_unet.core.infer import (InferenceError, InferenceOptions,
+                                       activation_bytes_per_pixel, as_forward,
+                                       aug_inference, available_memory_bytes, inference,
+                                       slide_inference, slide_plan, slide_windows,
+                                       slide_workers_for)
 from paddleseg_unet.utils import device
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -206,6 +209,90 @@ def test_slide_workers_only_for_eager_models_on_cpu(monkeypatch):
         slide_inference(TinyUNet(), paddle.to_tensor(_img(1, 30, 30)), (12, 12), (8, 8), workers=0)
 
 
+# ------------------------------------------------------------- memory budget
+class Recording(nn.Layer):
+    """TinyUNet that records the batch size and the Paddle CPU threads of every call (with
+    two CPU threads: 2 when one call runs at a time, 1 when two run side by side)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = TinyUNet()
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append((int(x.shape[0]), device.current_cpu_threads()))
+        return self.net(x)
+
+
+def test_slide_plan_within_budget():
+    # 100-byte windows, 10-byte sums, 20 windows, at most 8 per call and 2 threads:
+    # peak = workers * (windows * 100 + 10), computed here by hand.
+    assert slide_plan(100, 10, 2 * (8 * 100 + 10), 20, 8, 2) == (8, 2)
+    assert slide_plan(100, 10, 2 * (3 * 100 + 10), 20, 8, 2) == (3, 2)
+    assert slide_plan(100, 10, 2 * (1 * 100 + 10), 20, 8, 2) == (1, 2)
+    # Two threads of one window do not fit 219 bytes; one thread of two windows (210) does.
+    assert slide_plan(100, 10, 2 * 110 - 1, 20, 8, 2) == (2, 1)
+    assert slide_plan(100, 10, 5 * 100 + 10, 20, 8, 2) == (2, 2)  # threads first
+    assert slide_plan(100, 10, 5 * 100 + 10, 20, 8, 1) == (5, 1)
+    assert slide_plan(100, 10, 0, 20, 8, 2) == (1, 1)  # never less than one window
+    assert slide_plan(100, 10, 10 ** 9, 3, 8, 2) == (2, 2)  # no more than the windows need
+    assert slide_plan(100, 10, 10 ** 9, 20, 4, 2) == (4, 2)  # the --slide_batch cap
+    assert slide_plan(100, 10, 0, 20, 8, 2, fixed_workers=True) == (1, 2)
+
+
+def test_slide_batch_and_threads_shrink_with_the_budget(monkeypatch):
+    monkeypatch.setattr(device, "_cpu_threads", 2)
+    x = _img(1, 38, 50, seed=3)
+    crop, stride = (16, 12), (10, 8)  # 25 windows of 16x12 px
+    ref = numpy_slide(TinyUNet(), x, crop, stride)
+    per_pixel = 1000.0  # a fake activation cost instead of the measured one
+    monkeypatch.setattr(infer_module, "activation_bytes_per_pixel",
+                        lambda *a, **k: per_pixel)
+    window, sums = per_pixel * 16 * 12, 4.0 * 2 * 38 * 50
+    seen = {}
+    for budget in (10 ** 9, 2 * (4 * window + sums), 2 * window + sums, 0):
+        model = Recording()
+        out = inference(model, paddle.to_tensor(x), InferenceOptions(
+            is_slide=True, crop_size=crop, stride=stride,
+            slide_memory_gb=max(budget, 1) / 1024 ** 3)).numpy()
+        np.testing.assert_allclose(out, ref, **TOL)  # identical whatever the batching
+        seen[budget] = (max(b for b, _ in model.calls), 2 // model.calls[0][1])
+    assert list(seen.values()) == [(8, 2), (4, 2), (2, 1), (1, 1)]
+    # An explicit --slide_batch still caps a generous budget.
+    model = Recording()
+    inference(model, paddle.to_tensor(x), InferenceOptions(
+        is_slide=True, crop_size=crop, stride=stride, slide_batch=3, slide_memory_gb=1.0))
+    assert max(b for b, _ in model.calls) == 3
+
+
+def test_activation_cost_is_measured_once_and_covers_the_output():
+    model = Recording()
+    forward = as_forward(model)
+    cost = activation_bytes_per_pixel(forward, 3, paddle.float32, (16, 16))
+    # At least the logits (2 float32 per pixel) and the first conv's 4 channels.
+    assert cost >= 4 * (2 + 4)
+    assert len(model.calls) == 1
+    assert activation_bytes_per_pixel(as_forward(model), 3, paddle.float32, (16, 16)) == cost
+    assert len(model.calls) == 1  # cached on the model
+
+
+def test_available_memory_falls_back_without_proc(monkeypatch):
+    assert available_memory_bytes() > 0
+    real_open = open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path).startswith("/proc"):
+            raise OSError("no /proc here")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_proc)
+    monkeypatch.setattr(infer_module.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 1000,
+                                                                   "SC_PAGE_SIZE": 4096}[name])
+    assert available_memory_bytes() == 4096000
+    with pytest.raises(InferenceError, match="slide_memory_gb"):
+        InferenceOptions(slide_memory_gb=0)
+
+
 def test_slide_batch_of_several_images():
     model = TinyUNet(classes=3)
     x = _img(2, 24, 30, seed=4)
@@ -378,7 +465,7 @@ def test_inference_options_from_config_and_flags():
     assert opts.scales == (1.0,) and not opts.flip_horizontal  # aug off: no TTA
     opts = InferenceOptions.build(test_config, aug=True, stride=[8, 8], slide_batch=None)
     assert opts.scales == (0.5, 1.0) and opts.flip_horizontal and opts.stride == (8, 8)
-    assert opts.slide_batch == 8  # None means "not given": the default stays
+    assert opts.slide_batch is None  # None means "not given": the memory budget decides
     assert InferenceOptions(scales=1.25).scales == (1.25,)
     with pytest.raises(InferenceError, match="needs crop_size and stride"):
         InferenceOptions.build({"is_slide": True})

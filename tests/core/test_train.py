@@ -76,6 +76,22 @@ def numpy_ce(logits: np.ndarray, label: np.ndarray) -> float:
     return float(-picked.mean())
 
 
+class Crash(Exception):
+    pass
+
+
+class CrashAfterIteration(HookBase):
+    """Raise Crash after iteration ``k`` (and its checkpoint): an interrupted run."""
+    priority = 80  # after CheckpointHook
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def after_step(self) -> None:
+        if self.trainer.iter == self.k:
+            raise Crash
+
+
 # ----------------------------------------------------------------------------- training
 def test_loss_decreases_on_fixed_batch(tmp_path):
     # Two training images and batch 2, no augmentation: every step sees the same batch.
@@ -130,18 +146,8 @@ def test_resume_gives_the_same_losses_and_weights(root, tmp_path):
     full = make_trainer(root, str(tmp_path / "full"), 2 * k, **common)
     full.train()
 
-    class Crash(Exception):
-        pass
-
-    class CrashAfterTheFirstCheckpoint(HookBase):
-        priority = 80  # after CheckpointHook
-
-        def after_step(self) -> None:
-            if self.trainer.iter == k:
-                raise Crash
-
     first = make_trainer(root, str(tmp_path / "cut"), 2 * k,
-                         hooks=[CrashAfterTheFirstCheckpoint()], **common)
+                         hooks=[CrashAfterIteration(k)], **common)
     with pytest.raises(Crash):
         first.train()
     # A model built after others gets other internal parameter names than the saved
@@ -159,6 +165,32 @@ def test_resume_gives_the_same_losses_and_weights(root, tmp_path):
     ema_resumed = load_pdparams(str(tmp_path / "cut" / "iter_6" / "ema.pdparams"))
     for key, value in ema_full.items():
         np.testing.assert_array_equal(ema_resumed[key], value, err_msg=key)
+
+
+def test_to_static_training_equals_eager_and_resumes_with_the_same_checkpoints(root, tmp_path):
+    """--to_static_training: the same losses as eager (within 1e-5 relative: one static
+    graph may order float sums differently), checkpoints with the same keys, and a static
+    run resumed from its own checkpoint continues the eager run's losses."""
+    common = dict(save_interval=2, log_iters=1)
+    eager = make_trainer(root, str(tmp_path / "eager"), 4, **common)
+    eager.train()
+    static = make_trainer(root, str(tmp_path / "static"), 4, to_static_training=True,
+                          hooks=[CrashAfterIteration(2)], **common)
+    with pytest.raises(Crash):
+        static.train()
+    resumed = make_trainer(root, str(tmp_path / "static"), 4, to_static_training=True,
+                           resume_model=str(tmp_path / "static" / "iter_2"), **common)
+    resumed.train()
+    assert resumed._static_forward_loss is not None  # the static path really ran
+    losses = [r["loss"] for r in static.history + resumed.history]
+    np.testing.assert_allclose(losses, [r["loss"] for r in eager.history], rtol=1e-5)
+    for name in ("iter_2", "iter_4"):
+        ours = load_pdparams(str(tmp_path / "static" / name / "model.pdparams"))
+        theirs = load_pdparams(str(tmp_path / "eager" / name / "model.pdparams"))
+        assert list(ours) == list(theirs)
+        for key, value in theirs.items():
+            np.testing.assert_allclose(ours[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+    assert list(resumed.model.state_dict()) == list(eager.model.state_dict())
 
 
 def test_keep_checkpoint_max_and_best_model_survive_resume(root, tmp_path):

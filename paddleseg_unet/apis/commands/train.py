@@ -52,6 +52,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--best_metric", default=None,
                         help="metric that picks best_model (default: train_config.best_metric "
                              "or mIoU)")
+    parser.add_argument("--to_static_training", action="store_true",
+                        help="run forward + loss as a static graph (paddle.jit.to_static), "
+                             "as PaddleSeg's flag: same losses as eager, but no faster for "
+                             "UNet on a CPU (docs/training.md); kept for parity")
     add_inference_args(parser)
     return parser.parse_args(argv)
 
@@ -84,7 +88,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             0.999 if args.use_ema else None),
         ema_warmup=args.use_ema,
         best_metric=args.best_metric or train_config.get("best_metric", "mIoU"),
-        eval_options=eval_options)
+        eval_options=eval_options, to_static_training=args.to_static_training)
     options.check()  # bad flags fail before anything is built
     builder.lr_scheduler  # noqa: B018 - bad (NaN, <= 0) rates fail before anything runs
     paddle.seed(args.seed)
