@@ -3,8 +3,9 @@
 Sections (``--sections``, default all):
 
 - ``eval``: the 20 DRIVE test images with AUC-ROC at full width. Ours: ``tools/val.py`` on
-  the reference config (``--ours_backend paddle`` eager, or ``inference`` / ``onnxruntime``
-  on a model exported here by ``tools/export.py``); PaddleSeg: ``paddleseg.core.evaluate``.
+  the reference config (``--ours_backend auto``, val.py's default: its cached export;
+  ``paddle`` eager; or ``inference`` / ``onnxruntime`` on a model exported here by
+  ``tools/export.py``); PaddleSeg: ``paddleseg.core.evaluate``.
   mIoU and AUC must agree within 1e-4.
 - ``train``: the reference DRIVE recipe (configs/unet/unet_drive_128x128_40k.yml: batch 4,
   128 px crops, Dice loss, SGD) for ``--train_iters`` iterations, ours ``tools/train.py``
@@ -24,7 +25,7 @@ Paddle 3 refuses; its arm replaces it by the same sums stacked (the only change)
 ``metrics.auc_roc`` to read the AUC that ``evaluate`` logs but does not return.
 
     python benchmarks/vs_paddleseg.py [--sections eval train slide] [--rounds 3]
-        [--ours_backend paddle|inference|onnxruntime] [--ours_static] [--quick]
+        [--ours_backend auto|paddle|inference|onnxruntime] [--ours_static] [--quick]
 
 ``--quick``: 2 DRIVE images, 4 training iterations, a 584x974 corner of the HRF image (2
 windows), one round: a smoke run of every arm, not a measurement.
@@ -130,8 +131,9 @@ def arm_eval_ours(spec: Dict[str, Any]) -> Dict[str, Any]:
     argv = ["--config", CONFIG, "--model_path", spec["weights"], "--auc_roc", "on",
             "--num_threads", str(spec["threads"]), "--save_json", out,
             "--opts", f"val_dataset.dataset_root={spec['root']}"]
-    if spec["backend"] != "paddle":
-        argv += ["--backend", spec["backend"], "--model_dir", spec["model_dir"]]
+    argv += ["--backend", spec["backend"]]
+    if spec["backend"] not in ("paddle", "auto"):
+        argv += ["--model_dir", spec["model_dir"]]
     _run_tool("val.py", argv)
     with open(out) as f:
         results = json.load(f)
@@ -332,8 +334,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                         choices=["eval", "train", "slide"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="Paddle CPU threads, both arms")
-    parser.add_argument("--ours_backend", default="paddle",
-                        choices=["paddle", "inference", "onnxruntime"])
+    parser.add_argument("--ours_backend", default="auto",
+                        choices=["auto", "paddle", "inference", "onnxruntime"],
+                        help="auto: val.py's default path (the cached export, made and "
+                             "checked by val.py itself, inside the timed arm on its first "
+                             "round); paddle: eager")
     parser.add_argument("--ours_static", action="store_true",
                         help="train section: --to_static_training in both arms")
     parser.add_argument("--train_iters", type=int, default=40)
@@ -368,7 +373,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             root = drive_folder(work, 2 if args.quick else None)
         if "eval" in args.sections:
             spec = dict(base, root=root, backend=args.ours_backend)
-            if args.ours_backend != "paddle":
+            if args.ours_backend not in ("paddle", "auto"):
                 spec["model_dir"] = export_model(weights, work, args.ours_backend, args.threads)
             results = rounds({"eval_paddleseg": spec, "eval_ours": spec}, n_rounds, work,
                              f"eval DRIVE, ours {args.ours_backend}")
