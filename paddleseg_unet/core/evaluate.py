@@ -118,9 +118,10 @@ def _forward_groups(batch: Dict[str, Any], n: int) -> List[Tuple[int, int]]:
         trans = fields["trans_info"]
         return shape, tuple(label.shape[-2:]), repr(trans)
 
+    keys = [key(i) for i in range(n)]
     groups, start = [], 0
     for i in range(1, n + 1):
-        if i == n or key(i) != key(start):
+        if i == n or keys[i] != keys[start]:
             groups.append((start, i))
             start = i
     return groups

@@ -16,8 +16,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def _crop(section: Any) -> str:
     for t in (section or {}).get("transforms") or []:
         if isinstance(t, dict) and "crop_size" in t:
-            w, h = (t["crop_size"] * 2)[:2] if isinstance(t["crop_size"], list) else (
-                t["crop_size"], t["crop_size"])
+            size = t["crop_size"]
+            w, h = (size[0], size[-1]) if isinstance(size, list) else (size, size)
             return f"{w}x{h}"
     return ""
 
