@@ -314,3 +314,35 @@ def test_environment_variables_are_documented():
     assert {"PADDLESEG_UNET_HOME", "PADDLESEG_UNET_SHARED_DATA", "FLAGS_selected_gpus"} <= read
     missing = sorted(v for v in read - {"PYTHONPATH", "PATH"} if f"`{v}`" not in documented)
     assert not missing, f"docs/installation.md does not list {missing}"
+
+
+RECIPES = sorted(os.path.join("configs", "unet_small", n)
+                 for n in os.listdir(os.path.join(REPO, "configs", "unet_small"))
+                 if n.endswith(".yml"))
+
+
+def header_commands(path: str) -> List[List[str]]:
+    """The commands of a recipe's header comment: every comment line from the first that
+    starts with ``python``, backslash continuations joined."""
+    lines = []
+    for line in open(os.path.join(REPO, path), encoding="utf-8"):
+        if not line.startswith("#"):
+            break
+        text = line[1:].strip()
+        if lines or text.startswith("python"):
+            lines.append(text)
+    return commands("\n".join(lines))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_header_command(recipe):
+    """Each CPU recipe names its exact command(s); one of them trains this very config."""
+    trains = []
+    for words in header_commands(recipe):
+        tool, argv = tool_argv(words)
+        assert tool, f"{recipe}: {' '.join(words)} runs no tools/*.py"
+        check_flags(tool, argv, recipe)
+        if tool == "train":
+            trains.append(argv[argv.index("--config") + 1])
+    assert trains == [recipe.replace(os.sep, "/")], \
+        f"{recipe}: the header should train this config once, found {trains}"

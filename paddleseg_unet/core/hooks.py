@@ -242,6 +242,7 @@ class EvalHook(HookBase):
         if not self.every(self.interval):
             return
         with trainer.evaluation_weights():
+            trainer.broadcast_buffers()  # every rank scores the statistics that get saved
             metrics = trainer.evaluate_fn(trainer.model, trainer.val_dataset,
                                           trainer.num_classes,
                                           options=trainer.options.eval_options)

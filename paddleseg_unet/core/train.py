@@ -250,6 +250,18 @@ class Trainer:
             if name in states:
                 hook.load_state_dict(states[name])
 
+    def broadcast_buffers(self) -> None:
+        """Give every rank rank 0's BatchNorm running statistics (and other tensors that
+        are not trained). DataParallel averages gradients only, so each rank's statistics
+        drift apart; an
+        evaluation shared by the ranks must score the statistics that rank 0 saves, or the
+        logged metrics are not those of the saved model. Call it on every rank."""
+        if self.world_size > 1:
+            # Paddle's BatchNorm keeps its statistics as non-trainable parameters.
+            frozen = [p for p in self.model.parameters() if p.stop_gradient]
+            for tensor in frozen + list(self.model.buffers()):
+                paddle.distributed.broadcast(tensor, src=0)
+
     @contextlib.contextmanager
     def evaluation_weights(self) -> Iterator[None]:
         """The weights to evaluate and keep as best: the EMA's when there is one."""
