@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from typing import Any, Callable, Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,8 +149,6 @@ def arm_train_paddleseg(spec: Dict[str, Any]) -> Dict[str, Any]:
     from paddleseg.core import train
     from paddleseg.datasets import Dataset
     from paddleseg.models.losses import DiceLoss
-
-    import types
 
     import paddleseg.core.train as ps_train
 

@@ -253,9 +253,9 @@ class Trainer:
     def broadcast_buffers(self) -> None:
         """Give every rank rank 0's BatchNorm running statistics (and other tensors that
         are not trained). DataParallel averages gradients only, so each rank's statistics
-        drift apart; an
-        evaluation shared by the ranks must score the statistics that rank 0 saves, or the
-        logged metrics are not those of the saved model. Call it on every rank."""
+        drift apart; an evaluation shared by the ranks must score the statistics that rank 0
+        saves, or the logged metrics are not those of the saved model. Call it on every
+        rank (it is a collective)."""
         if self.world_size > 1:
             # Paddle's BatchNorm keeps its statistics as non-trainable parameters.
             frozen = [p for p in self.model.parameters() if p.stop_gradient]
