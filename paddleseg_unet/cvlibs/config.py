@@ -2,7 +2,8 @@
 
 Semantics (PaddleSeg's): ``_base_`` (a path or a list, relative to the file) is loaded
 first and the file is merged over it; dicts merge recursively and the child wins; lists
-are replaced whole; a dict holding ``_inherited_: False`` replaces the base's dict.
+are replaced whole; a dict holding ``_inherited_: False`` replaces the base's dict (with a
+list of bases, also the dicts of the bases listed before its file).
 
 Every leaf remembers the file that set it, so an error can say which file to edit.
 """
@@ -106,7 +107,9 @@ def _merge_values(base: Dict[str, Any], child: Dict[str, Any], origins: Dict[str
         # Replacing a value whole: forget where the base's value and its children came from.
         for stale in [k for k in origins if k == dotted or k.startswith(dotted + ".")]:
             del origins[stale]
-        merged[key] = _strip_inherit(copy.deepcopy(value))
+        # The marker stays until load_config strips it: a base listed after another must
+        # replace that sibling's mapping too, not only the mappings of its own bases.
+        merged[key] = copy.deepcopy(value)
     return merged
 
 
@@ -483,6 +486,7 @@ def load_config(path: str, batch_size: Optional[int] = None, iters: Optional[int
     ``purpose`` (None skips validation)."""
     path = resolve_config(path)
     data, origins = _load_tree(path)
+    data = _strip_inherit(data)
     config = Config(data, os.path.normpath(path), origins)
     config.apply_overrides(batch_size, iters, learning_rate, opts)
     if purpose is not None:

@@ -59,6 +59,29 @@ def test_inherited_false_replaces_the_base_dict(tmp_path):
     assert cfg.where("optimizer.type").startswith(str(child))
 
 
+def test_inherited_false_in_a_listed_base_replaces_the_earlier_bases_dict(tmp_path):
+    """A shared recipe fragment listed after a dataset base replaces the dataset's optimizer,
+    as it would if the fragment's keys were written in the child itself."""
+    write(tmp_path, "dataset.yml", "optimizer: {type: SGD, momentum: 0.9, weight_decay: 4.0e-5}\n")
+    write(tmp_path, "grand.yml", "optimizer: {type: SGD, nesterov: True}\n")
+    write(tmp_path, "recipe.yml", """
+        _base_: grand.yml
+        optimizer: {_inherited_: False, type: Adam}
+    """)
+    child = write(tmp_path, "child.yml", """
+        _base_: [dataset.yml, recipe.yml]
+        optimizer: {weight_decay: 0.0}
+    """)
+    cfg = load_config(child, purpose=None)
+    assert cfg.data == {"optimizer": {"type": "Adam", "weight_decay": 0.0}}
+    assert cfg.where("optimizer.type").endswith("recipe.yml: optimizer.type")
+    assert cfg.where("optimizer.weight_decay").endswith("child.yml: optimizer.weight_decay")
+    # Order matters: listed first, the fragment is only merged under the later base.
+    swapped = write(tmp_path, "swapped.yml", "_base_: [recipe.yml, dataset.yml]\n")
+    assert load_config(swapped, purpose=None).data == {
+        "optimizer": {"type": "SGD", "momentum": 0.9, "weight_decay": 4.0e-5}}
+
+
 def test_chained_and_listed_bases_relative_to_each_file(tmp_path):
     write(tmp_path, "a/grand.yml", "batch_size: 1\niters: 10\nmodel: {type: UNet, num_classes: 2}\n")
     write(tmp_path, "a/parent.yml", "_base_: grand.yml\niters: 20\n")
