@@ -43,6 +43,15 @@ SECTION_TYPES: Dict[str, Tuple[type, ...]] = {
     "custom_imports": (list,),
 }
 
+# Keys ``train_config`` may hold (defaults for tools/train.py's flags), with their types.
+TRAIN_CONFIG_TYPES: Dict[str, Tuple[type, ...]] = {
+    "best_metric": (str,),
+    "ema_decay": (float, int),
+    "use_ema": (bool,),
+    "early_stop_intervals": (int,),
+    "hooks": (list,),
+}
+
 # What each purpose needs before anything runs.
 REQUIRED_SECTIONS: Dict[str, Tuple[str, ...]] = {
     "model": ("model",),
@@ -294,12 +303,31 @@ class Config:
                                 f"got {type(value).__name__} {value!r}")
             elif types == (int,) and value <= 0:
                 problems.append(f"{self.where(key)}: must be a positive integer, got {value}")
+        problems += self._check_train_config()
         problems += self._check_components()
         problems += self._check_loss()
         problems += self._check_num_classes()
         if problems:
             raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
         return self
+
+    def _check_train_config(self) -> List[str]:
+        section = self.data.get("train_config")
+        if not isinstance(section, dict):
+            return []
+        problems = []
+        for key, value in section.items():
+            types = TRAIN_CONFIG_TYPES.get(key)
+            if types is None:
+                close = difflib.get_close_matches(key, list(TRAIN_CONFIG_TYPES), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{self.where('train_config.' + key)}: unknown key{hint}; "
+                                f"allowed: {', '.join(TRAIN_CONFIG_TYPES)}")
+            elif value is not None and (not isinstance(value, types) or (
+                    isinstance(value, bool) and bool not in types)):
+                problems.append(f"{self.where('train_config.' + key)}: must be "
+                                f"{_type_names(types)}, got {type(value).__name__} {value!r}")
+        return problems
 
     def _check_components(self) -> List[str]:
         problems = []
@@ -378,7 +406,7 @@ def dataset_num_classes(section: Any) -> Optional[int]:
 
 def _type_names(types: Iterable[type]) -> str:
     names = {int: "an integer", dict: "a mapping", list: "a list", str: "a string",
-             float: "a number"}
+             float: "a number", bool: "true or false"}
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 

@@ -77,3 +77,17 @@ def test_paddleseg_flags_device_id_and_custom_color(log_lines):
         custom_colors([1, 2], base)
     with pytest.raises(UsageError, match="4 colours for 3 classes"):
         custom_colors(list(range(12)), base)
+
+
+@pytest.mark.parametrize("flags, train_config, expected", [
+    ([], {}, (None, False)),
+    (["--use_ema"], {}, (0.999, True)),
+    ([], {"use_ema": True}, (0.999, True)),
+    ([], {"use_ema": True, "ema_decay": 0.99}, (0.99, True)),
+    (["--ema_decay", "0.9"], {"ema_decay": 0.99}, (0.9, False)),
+    ([], {"ema_decay": 0.99}, (0.99, False)),
+])
+def test_ema_settings_flags_over_train_config(flags, train_config, expected):
+    from paddleseg_unet.apis.commands.train import ema_settings, parse_args
+
+    assert ema_settings(parse_args(["--config", "C"] + flags), train_config) == expected

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import List, Optional
-
+from typing import Any, Dict, List, Optional, Tuple
 
 from paddleseg_unet.apis.cli import (add_config_args, add_inference_args,
                                      check_args, inference_options, start)
@@ -46,7 +45,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="stop after N evaluations without improvement")
     parser.add_argument("--use_ema", action="store_true",
                         help="PaddleSeg's EMA: decay 0.999 with its warm-up ramp "
-                             "min(1 - 1/(iter + 1), 0.999); --ema_decay sets another decay")
+                             "min(1 - 1/(iter + 1), 0.999); --ema_decay sets another decay "
+                             "(default: train_config.use_ema)")
     parser.add_argument("--ema_decay", type=float, default=None,
                         help="evaluate an exponential moving average of the weights")
     parser.add_argument("--best_metric", default=None,
@@ -58,6 +58,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              "UNet on a CPU (docs/training.md); kept for parity")
     add_inference_args(parser)
     return parser.parse_args(argv)
+
+
+def ema_settings(args: argparse.Namespace, train_config: Dict[str, Any]
+                 ) -> Tuple[Optional[float], bool]:
+    """(decay, PaddleSeg warm-up) from the flags, else ``train_config``; None: no EMA.
+
+    ``--use_ema`` / ``train_config.use_ema`` is PaddleSeg's EMA (0.999 with its ramp); an
+    explicit ``ema_decay`` (flag first, then config) replaces the 0.999."""
+    use_ema = bool(args.use_ema or train_config.get("use_ema"))
+    decay = args.ema_decay or train_config.get("ema_decay") or (0.999 if use_ema else None)
+    return decay, use_ema
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -74,6 +85,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.do_eval:
         cfg.validate("val")
     train_config = cfg.train_config
+    ema_decay, ema_warmup = ema_settings(args, train_config)
     eval_options = EvalOptions.build(cfg.test_config, inference_options(args, cfg.test_config),
                                      num_workers=args.num_workers)
     options = TrainOptions(
@@ -84,9 +96,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         num_workers=args.num_workers, seed=args.seed, do_eval=args.do_eval,
         use_vdl=args.use_vdl, precision=args.precision, amp_level=args.amp_level,
         early_stop_intervals=args.early_stop_intervals or train_config.get("early_stop_intervals"),
-        ema_decay=args.ema_decay or train_config.get("ema_decay") or (
-            0.999 if args.use_ema else None),
-        ema_warmup=args.use_ema,
+        ema_decay=ema_decay, ema_warmup=ema_warmup,
         best_metric=args.best_metric or train_config.get("best_metric", "mIoU"),
         eval_options=eval_options, to_static_training=args.to_static_training)
     options.check()  # bad flags fail before anything is built
