@@ -407,6 +407,8 @@ def dataset_num_classes(section: Any) -> Optional[int]:
 def _type_names(types: Iterable[type]) -> str:
     names = {int: "an integer", dict: "a mapping", list: "a list", str: "a string",
              float: "a number", bool: "true or false"}
+    if float in types:  # an integer is a number too: say "a number", not "... or an integer"
+        types = [t for t in types if t is not int]
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
