@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import List
+from typing import List, Optional
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -78,7 +78,7 @@ def run_arm(procs: int, threads: int, batch: int, args: argparse.Namespace) -> f
     return max(times)
 
 
-def main(argv: List[str] = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=64, help="UNet base_channels")
     parser.add_argument("--batch", type=int, default=4, help="global batch of both arms")

@@ -283,27 +283,18 @@ class Config:
     def validate(self, purpose: str = "model") -> "Config":
         """Check section presence and types for ``purpose`` ('model', 'train', 'val');
         every problem is gathered into one ConfigError."""
-        problems: List[str] = []
-        for key in self.data:
-            if key not in SECTION_TYPES:
-                close = difflib.get_close_matches(key, list(SECTION_TYPES), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                problems.append(f"{self.where(key)}: unknown top-level key{hint}; allowed: "
-                                f"{', '.join(SECTION_TYPES)}")
+        problems = self._check_keys(self.data, SECTION_TYPES, what="top-level key")
         for key in REQUIRED_SECTIONS[purpose]:
             if self.data.get(key) is None:
                 problems.append(f"{self.path}: missing required section {key!r} "
                                 f"(needed to {purpose})")
         for key, types in SECTION_TYPES.items():
             value = self.data.get(key)
-            if value is None:
-                continue
-            if not isinstance(value, types) or isinstance(value, bool):
-                problems.append(f"{self.where(key)}: must be {_type_names(types)}, "
-                                f"got {type(value).__name__} {value!r}")
-            elif types == (int,) and value <= 0:
+            if types == (int,) and type(value) is int and value <= 0:
                 problems.append(f"{self.where(key)}: must be a positive integer, got {value}")
-        problems += self._check_train_config()
+        train_config = self.data.get("train_config")
+        if isinstance(train_config, dict):
+            problems += self._check_keys(train_config, TRAIN_CONFIG_TYPES, "train_config.")
         problems += self._check_components()
         problems += self._check_loss()
         problems += self._check_num_classes()
@@ -311,22 +302,22 @@ class Config:
             raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
         return self
 
-    def _check_train_config(self) -> List[str]:
-        section = self.data.get("train_config")
-        if not isinstance(section, dict):
-            return []
+    def _check_keys(self, section: Dict[str, Any], allowed: Dict[str, Tuple[type, ...]],
+                    prefix: str = "", what: str = "key") -> List[str]:
+        """Keys of ``section`` not in ``allowed`` (with a did-you-mean) and values not of
+        their key's types (None passes: an empty section)."""
         problems = []
         for key, value in section.items():
-            types = TRAIN_CONFIG_TYPES.get(key)
+            types = allowed.get(key)
             if types is None:
-                close = difflib.get_close_matches(key, list(TRAIN_CONFIG_TYPES), n=1)
+                close = difflib.get_close_matches(key, list(allowed), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                problems.append(f"{self.where('train_config.' + key)}: unknown key{hint}; "
-                                f"allowed: {', '.join(TRAIN_CONFIG_TYPES)}")
+                problems.append(f"{self.where(prefix + key)}: unknown {what}{hint}; "
+                                f"allowed: {', '.join(allowed)}")
             elif value is not None and (not isinstance(value, types) or (
                     isinstance(value, bool) and bool not in types)):
-                problems.append(f"{self.where('train_config.' + key)}: must be "
-                                f"{_type_names(types)}, got {type(value).__name__} {value!r}")
+                problems.append(f"{self.where(prefix + key)}: must be {_type_names(types)}, "
+                                f"got {type(value).__name__} {value!r}")
         return problems
 
     def _check_components(self) -> List[str]:
