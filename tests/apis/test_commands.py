@@ -86,6 +86,8 @@ def test_paddleseg_flags_device_id_and_custom_color(log_lines):
     ([], {"use_ema": True, "ema_decay": 0.99}, (0.99, True)),
     (["--ema_decay", "0.9"], {"ema_decay": 0.99}, (0.9, False)),
     ([], {"ema_decay": 0.99}, (0.99, False)),
+    (["--ema_decay", "0"], {"ema_decay": 0.99}, (0.0, False)),  # kept, for the range check
+    ([], {"ema_decay": 0}, (0, False)),
 ])
 def test_ema_settings_flags_over_train_config(flags, train_config, expected):
     from paddleseg_unet.apis.commands.train import ema_settings, parse_args

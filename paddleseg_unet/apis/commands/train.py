@@ -67,7 +67,10 @@ def ema_settings(args: argparse.Namespace, train_config: Dict[str, Any]
     ``--use_ema`` / ``train_config.use_ema`` is PaddleSeg's EMA (0.999 with its ramp); an
     explicit ``ema_decay`` (flag first, then config) replaces the 0.999."""
     use_ema = bool(args.use_ema or train_config.get("use_ema"))
-    decay = args.ema_decay or train_config.get("ema_decay") or (0.999 if use_ema else None)
+    # "is None", not "or": an invalid 0 must reach TrainOptions' range check, not vanish.
+    decay = args.ema_decay if args.ema_decay is not None else train_config.get("ema_decay")
+    if decay is None and use_ema:
+        decay = 0.999
     return decay, use_ema
 
 
