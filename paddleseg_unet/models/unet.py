@@ -21,6 +21,7 @@ import paddle.nn.functional as F
 
 from paddleseg_unet.cvlibs.errors import ComponentArgumentError
 from paddleseg_unet.cvlibs.registry import MODELS
+from paddleseg_unet.utils import onednn
 from paddleseg_unet.utils.weights import load_weights
 
 # Four 2x2 poolings: smaller inputs would pool down to an empty map.
@@ -52,7 +53,8 @@ class ConvBNReLU(nn.Layer):
     ``conv(x) + b``, as in the unfolded layer); with running statistics ``gamma b / std`` joins
     BN's shift.
     Same function and gradients, minus a full-size broadcast add and its backward (~15% of a
-    CPU training step at width 16). Static graphs (export) and other norm layers (SyncBatchNorm)
+    CPU training step at width 16). The convolution itself runs through ``utils.onednn``
+    (oneDNN's kernels on the CPU, Paddle's elsewhere). Static graphs (export) and other norm layers (SyncBatchNorm)
     take the plain path, which Paddle Inference's conv+BN fusion passes expect; so does a
     block whose ``_conv`` or ``_batch_norm`` carries a forward hook (feature extraction,
     FLOP counting), since the fast path never calls those layers and their hooks would
@@ -79,7 +81,7 @@ class ConvBNReLU(nn.Layer):
         if not paddle.in_dynamic_mode() or type(bn) is not nn.BatchNorm2D or not (
                 global_stats or bn.training) or self._hooked():
             return self._relu(bn(conv(x)))
-        y = F.conv2d(x, conv.weight, padding=1)
+        y = onednn.conv2d(x, conv.weight, padding=1)
         if not global_stats:
             # The op updates its mean argument in place and keeps it for backward, hence a copy.
             running_mean = bn._mean.clone()
