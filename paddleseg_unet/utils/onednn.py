@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import paddle
 import paddle.nn.functional as F
 
-from paddleseg_unet.utils.device import current_cpu_threads
+from paddleseg_unet.utils.device import configured_cpu_threads
 from paddleseg_unet.utils.logger import logger
 
 # Values from oneDNN 3.x's dnnl_types.h / dnnl_common_types.h (stable within major version 3).
@@ -139,8 +139,9 @@ class _Library:
         return self.new(self.lib.dnnl_memory_desc_create_with_tag, len(shape), _dims(shape),
                         _F32, _TAG_ANY)
 
-    def set_threads(self, threads: int) -> None:
-        if self._omp is not None and self._omp.omp_get_max_threads() != threads:
+    def set_threads(self, threads: Optional[int]) -> None:
+        """The calling thread's OpenMP thread count (None: leave it)."""
+        if threads and self._omp is not None and self._omp.omp_get_max_threads() != threads:
             self._omp.omp_set_num_threads(threads)
 
 
@@ -350,7 +351,7 @@ class _Conv2D(paddle.autograd.PyLayer):
     @staticmethod
     def forward(ctx, x, weight, *bias_and_plan):
         *bias, plan = bias_and_plan
-        _load().set_threads(current_cpu_threads())
+        _load().set_threads(configured_cpu_threads())
         out = paddle.empty(plan.out_shape, dtype="float32")
         tensors = {_ARG_SRC: x, _ARG_WEIGHTS: weight, _ARG_DST: out}
         if bias:
@@ -364,7 +365,7 @@ class _Conv2D(paddle.autograd.PyLayer):
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensor()
         library = _load()
-        library.set_threads(current_cpu_threads())
+        library.set_threads(configured_cpu_threads())
         plan = ctx.plan if not ctx.plan.evicted else _plan(library, ctx.plan.key)
         grad_out = grad_out.contiguous()
         grad_x = None
