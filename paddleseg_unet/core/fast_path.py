@@ -1,12 +1,13 @@
 """``--backend auto``: eager weights run at exported-model speed without an export step.
 
-On a CPU, Paddle's eager forward is several times slower than the same network exported
-(Paddle Inference ~4.8x, ONNX Runtime ~7x; docs/export.md). So the eager model with its
-weights is exported once (logits out, dynamic input size, the config's preprocessing) into
-a cache keyed by the weights' content, the config's model section, the output op and the
-Paddle / package versions; the export is checked against the eager model on a probe input
-when it is made, and later runs use it. The fastest available backend runs it: ONNX Runtime
-when onnxruntime (and paddle2onnx) are installed, else Paddle Inference.
+On a CPU, Paddle's eager forward is slower than the same network exported (ONNX Runtime
+~3x, Paddle Inference ~1.7x, with the eager convolutions on oneDNN; docs/export.md). So the
+eager model with its weights is exported once (logits out, dynamic input size, the config's
+preprocessing) into a cache keyed by the weights' content, the config's model section, the
+output op and the Paddle / package versions; the export is checked against the eager model
+on a probe input when it is made, and later runs use it. The fastest available backend
+runs it: ONNX Runtime when onnxruntime (and paddle2onnx) are installed, else Paddle
+Inference.
 
 Eager Paddle runs instead, with one log line saying why, on a GPU (the eager path is fast
 there), when the export or its check fails, or with ``--backend paddle``.

@@ -26,6 +26,7 @@ from paddleseg_unet.core.evaluate import EvalOptions, evaluate
 from paddleseg_unet.core.hooks import (HookBase, Writer, build_writers, default_hooks,
                                        hook_name)
 from paddleseg_unet.datasets.loader import build_dataloader
+from paddleseg_unet.utils import onednn
 from paddleseg_unet.utils.logger import logger
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -88,7 +89,8 @@ class TrainOptions:
     best_metric: str = "mIoU"
     eval_options: Optional[EvalOptions] = None  # default: plain, with num_workers
     # PaddleSeg's flag: forward + loss as one static graph (paddle.jit.to_static). On a CPU
-    # it was no faster than eager for UNet (docs/training.md); kept for parity.
+    # it is slower than eager, whose convolutions run on oneDNN (docs/training.md); kept
+    # for parity.
     to_static_training: bool = False
 
     def check(self) -> None:
@@ -379,6 +381,10 @@ class Trainer:
                 return loss_fn(model(img), label)
 
             self._static_forward_loss = paddle.jit.to_static(forward_and_loss)
+            if paddle.get_device() == "cpu" and onednn.enabled():
+                logger.warning("--to_static_training on the CPU: the static graph runs "
+                               "Paddle's own convolutions, several times slower than the "
+                               "eager step's oneDNN ones (docs/training.md)")
         return self._static_forward_loss
 
     def run_step(self, batch: Dict[str, Any]) -> paddle.Tensor:
