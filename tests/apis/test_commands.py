@@ -49,7 +49,7 @@ def test_configs_by_name(capsys):
     assert cfg["train_dataset"]["type"] == "HRF"
     with pytest.raises(ConfigError, match=r"neither a file nor a packaged config name"):
         resolve_config("unet_nowhere")
-    assert "unet_small/unet16_drive_128x128_5.2k" in packaged_configs()
+    assert "unet_small/unet16_drive_128x128_10.4k" in packaged_configs()
     assert not any(name.startswith("_base_") for name in packaged_configs())
     assert main(["configs"]) == 0
     out = capsys.readouterr().out
