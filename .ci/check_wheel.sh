@@ -11,7 +11,9 @@ python -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet "$(ls "$work"/wheel/*.whl)[cpu]"
 mkdir "$work/empty" && cd "$work/empty"
 export PADDLESEG_UNET_HOME="$work/home" OMP_NUM_THREADS=2
-"$work/venv/bin/paddleseg-unet" configs | grep -q "unet/unet_drive_128x128_40k"
+# Captured, not piped into grep -q: under pipefail, a reader that stops early fails the line.
+configs=$("$work/venv/bin/paddleseg-unet" configs)
+grep -q "unet/unet_drive_128x128_40k" <<<"$configs"
 "$work/venv/bin/paddleseg-unet" train --config quickstart/unet_synthetic_vessels --iters 20 \
     --save_interval 20 --save_dir out
 "$work/venv/bin/python" - <<'PY'

@@ -193,9 +193,15 @@ def run_cli(main: Callable[[Optional[List[str]]], Any], argv: Optional[List[str]
     traceback. Set PADDLESEG_UNET_DEBUG=1 to see the traceback anyway."""
     try:
         main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader left (``| head``, ``| grep -q``): stop quietly, as a Unix tool killed by
+        # SIGPIPE would, and point stdout at devnull so the exit-time flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for such a tool
     except Exception as exc:  # noqa: BLE001 - decided by where the error class lives
         ours = type(exc).__module__.startswith("paddleseg_unet")
         if not ours or os.environ.get(DEBUG_ENV):
