@@ -59,17 +59,20 @@ def test_configs_by_name(capsys):
 
 
 def test_a_reader_that_stops_early_ends_the_listing_quietly():
-    """``paddleseg-unet configs | head -1``: the reader closes the pipe after one line; the
-    command stops with SIGPIPE's status and no traceback (it printed BrokenPipeError)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from paddleseg_unet.apis."
-                             "commands import main; sys.exit(main(['configs']))"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            bufsize=0)
-    proc.stdout.read(10)
-    proc.stdout.close()  # before the listing (several kB) is written
-    stderr = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) == 141, stderr
-    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    """``paddleseg-unet configs | grep -q ...``: the reader has left before the listing is
+    written; the command stops with SIGPIPE's status and no traceback (it printed
+    BrokenPipeError). The read end is closed before the command starts, so no timing."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-c", "import sys; from paddleseg_unet.apis."
+                               "commands import main; sys.exit(main(['configs']))"],
+                              cwd=REPO, stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
 def test_paddleseg_flags_device_id_and_custom_color(log_lines):
     import numpy as np
