@@ -9,8 +9,7 @@ import paddle
 
 from paddleseg_unet.utils.logger import logger
 
-_cpu_threads = 1  # Paddle's own default until set_cpu_threads is called
-_cpu_threads_set = False
+_cpu_threads: Optional[int] = None  # None until set_cpu_threads is called
 
 
 def cpu_threads(requested: Optional[int] = None) -> int:
@@ -85,20 +84,20 @@ def is_gpu() -> bool:
 
 def set_cpu_threads(threads: int) -> None:
     """Threads for Paddle's CPU kernels (process-wide), remembered for ``current_cpu_threads``."""
-    global _cpu_threads, _cpu_threads_set
+    global _cpu_threads
     paddle.base.core.set_num_threads(int(threads))
-    _cpu_threads, _cpu_threads_set = int(threads), True
+    _cpu_threads = int(threads)
 
 
 def current_cpu_threads() -> int:
     """What ``set_cpu_threads`` (or ``setup_device``) last set; 1 (Paddle's default) before."""
-    return _cpu_threads
+    return 1 if _cpu_threads is None else _cpu_threads
 
 
 def configured_cpu_threads() -> Optional[int]:
     """What ``set_cpu_threads`` last set, or None if nothing set it (a library user's own
     script): then other runtimes (oneDNN's OpenMP) keep their own default."""
-    return _cpu_threads if _cpu_threads_set else None
+    return _cpu_threads
 
 
 @contextlib.contextmanager

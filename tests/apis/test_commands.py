@@ -57,7 +57,6 @@ def test_configs_by_name(capsys):
     assert re.search(r"unet/unet_cityscapes_1024x512_160k\s+Cityscapes\s+1024x512\s+160000", out)
 
 
-
 def test_a_reader_that_stops_early_ends_the_listing_quietly():
     """``paddleseg-unet configs | grep -q ...``: the reader has left before the listing is
     written; the command stops with SIGPIPE's status and no traceback (it printed
@@ -73,6 +72,7 @@ def test_a_reader_that_stops_early_ends_the_listing_quietly():
         os.close(write_end)
     assert proc.returncode == 141, proc.stderr
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
 
 def test_paddleseg_flags_device_id_and_custom_color(log_lines):
     import numpy as np

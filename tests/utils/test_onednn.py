@@ -132,11 +132,12 @@ def test_threads_left_alone_when_nothing_set_them(monkeypatch):
     omp = onednn._load()._omp
     if omp is None:
         pytest.skip("no GNU OpenMP runtime loaded")
-    monkeypatch.setattr(device, "_cpu_threads_set", False)
+    monkeypatch.setattr(device, "_cpu_threads", None)
+    before = omp.omp_get_max_threads()
     omp.omp_set_num_threads(3)
     onednn.conv2d(paddle.ones([1, 2, 8, 8]), paddle.ones([2, 2, 3, 3]), padding=1)
     assert omp.omp_get_max_threads() == 3
-    omp.omp_set_num_threads(current_cpu_threads())
+    omp.omp_set_num_threads(before)
 
 
 def test_concurrent_threads_get_correct_results():
